@@ -5,7 +5,7 @@ BIN     := bin/synfs
 # whole run well under CI's limits.
 TESTFLAGS ?= -race -timeout 9m
 
-.PHONY: build test vet dev-server clean
+.PHONY: build test vet demo dev-server clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/synfs
@@ -16,6 +16,10 @@ vet:
 
 test: vet
 	$(GO) test $(TESTFLAGS) ./...
+
+# A generated sample folder from the built-in emulator, mounted until Ctrl-C.
+demo: build
+	$(BIN) demo
 
 # The emulator alone, with a small folder to look at; prints its endpoints
 # and token as one JSON line.

@@ -14,6 +14,8 @@ import (
 const usage = `usage: synfs <command> [flags]
 
 commands:
+  mount        mount a Synapse STS folder: synfs mount [flags] SYN_ID MOUNTPOINT
+  demo         mount a generated sample folder served by the built-in emulator
   dev-server   run the Synapse + S3 emulator until interrupted
   version      print the version
 
@@ -33,6 +35,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	switch args[0] {
+	case "mount":
+		return mountCmd(ctx, args[1:], stderr)
+	case "demo":
+		return demoCmd(ctx, args[1:], stdout, stderr)
 	case "dev-server":
 		return devServer(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
