@@ -201,9 +201,11 @@ func TestReadAManagedFolder(t *testing.T) {
 	if string(got) != "from" {
 		t.Fatalf("ranged GET = %q, want %q", got, "from")
 	}
-	bundle, err := c.EntityFileHandles(ctx, fileID)
-	if err != nil || len(bundle) != 1 || bundle[0].ID != h.ID {
-		t.Fatalf("EntityFileHandles = %+v, %v", bundle, err)
+	// A text file has a preview, listed first: DataFileHandle above had to
+	// pick the handle named by dataFileHandleId.
+	handles, err := c.EntityFileHandles(ctx, fileID)
+	if err != nil || len(handles) != 2 || !handles[0].IsPreview || handles[1].ID != h.ID || h.IsPreview {
+		t.Fatalf("EntityFileHandles = %+v, %v; want the preview, then the data handle", handles, err)
 	}
 }
 
@@ -304,6 +306,13 @@ func TestWriteAnExternalFolder(t *testing.T) {
 	}
 	if _, err := c.CreateFolder(ctx, "bad/name", folder.ID); !synapse.IsBadRequest(err) {
 		t.Fatalf("bad name: err = %v, want 400", err)
+	}
+	// Synapse trims names: "results.csv " is "results.csv", already taken.
+	if _, err := c.CreateFolder(ctx, "results.csv ", folder.ID); !synapse.IsConflict(err) {
+		t.Fatalf("name with a trailing space: err = %v, want 409", err)
+	}
+	if _, err := c.CreateFile(ctx, "elsewhere.csv", project.ID, v1.ID); !synapse.IsBadRequest(err) {
+		t.Fatalf("an STS file handle outside its folder: err = %v, want 400", err)
 	}
 
 	v2 := upload(t, srv, c, folder.ID, loc, "results.csv", []byte("version two, longer"))

@@ -138,6 +138,35 @@ func (s *Server) importFolder(parent int64, name string) (int64, error) {
 
 // importFile uploads the bytes where Synapse's own clients put them
 // (<baseKey>/<uuid>/<name>) and registers the handle and the entity.
+// previewable are the kinds of file Synapse makes a text preview of.
+var previewable = map[string]bool{".csv": true, ".tsv": true, ".txt": true}
+
+// addPreview stores a small preview object and handle beside a data
+// handle, so that clients meet the preview in handle lists as they do in
+// the real service. Called with the state locked.
+func (s *Server) addPreview(ctx context.Context, data *fileHandle, localPath string) error {
+	f, err := os.Open(localPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, 1024)
+	n, _ := io.ReadFull(f, head)
+	key := data.key[:strings.LastIndex(data.key, "/")] + "/preview.txt"
+	if err := s.s3.PutObject(ctx, data.bucket, key, strings.NewReader(string(head[:n])), int64(n)); err != nil {
+		return err
+	}
+	sum := md5.Sum(head[:n])
+	p := &fileHandle{
+		id: s.st.newID(), bucket: data.bucket, key: key, size: int64(n), md5: hex.EncodeToString(sum[:]),
+		contentType: "text/plain", fileName: "preview.txt", location: data.location, createdBy: data.createdBy,
+		createdOn: data.createdOn, etag: newUUID(), isPreview: true,
+	}
+	s.st.handles[p.id] = p
+	data.preview = p.id
+	return nil
+}
+
 func (s *Server) importFile(ctx context.Context, parent int64, loc *storageLocation, localPath, name string) (int64, error) {
 	f, err := os.Open(localPath)
 	if err != nil {
@@ -167,6 +196,11 @@ func (s *Server) importFile(ctx context.Context, parent int64, loc *storageLocat
 		contentType: ctype, fileName: name, location: loc.id, createdBy: s.Owner.ID, createdOn: s.st.now(), etag: newUUID(),
 	}
 	s.st.handles[fh.id] = fh
+	if previewable[path.Ext(name)] {
+		if err := s.addPreview(ctx, fh, localPath); err != nil {
+			return 0, err
+		}
+	}
 	e, aerr := s.st.createEntity(s.Owner.ID, entityJSON{Name: name, ParentID: synID(parent), ConcreteType: typeFile, DataFileHandleID: uidText(fh.id)})
 	if aerr != nil {
 		return 0, aerr

@@ -52,6 +52,7 @@ type handleJSON struct {
 	CreatedBy         string `json:"createdBy,omitempty"`
 	CreatedOn         string `json:"createdOn,omitempty"`
 	IsPreview         bool   `json:"isPreview"`
+	PreviewID         string `json:"previewId,omitempty"`
 }
 
 type locationJSON struct {
@@ -137,7 +138,15 @@ func handleToJSON(h *fileHandle) handleJSON {
 		ID: uidText(h.id), ConcreteType: typeS3Handle, BucketName: h.bucket, Key: h.key, ContentSize: &size,
 		ContentMd5: h.md5, ContentType: h.contentType, FileName: h.fileName, StorageLocationID: h.location,
 		Status: "AVAILABLE", Etag: h.etag, CreatedBy: uidText(h.createdBy), CreatedOn: synapseTime(h.createdOn),
+		IsPreview: h.isPreview, PreviewID: previewID(h),
 	}
+}
+
+func previewID(h *fileHandle) string {
+	if h.preview == 0 {
+		return ""
+	}
+	return uidText(h.preview)
 }
 
 func locationToJSON(l *storageLocation) locationJSON {

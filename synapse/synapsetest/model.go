@@ -57,18 +57,26 @@ const (
 // nameRE is Synapse's entity name rule (EntityNameValidation).
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9,_. \-+()']+$`)
 
-func validName(name string) error {
+// validName applies NameValidation.validateName: the service stores the
+// trimmed name, so "a.txt " becomes "a.txt" (and may collide with it).
+func validName(name string) (string, error) {
 	trimmed := strings.TrimSpace(name)
 	switch {
 	case trimmed == "":
-		return fmt.Errorf("Entity name cannot be empty")
+		return "", fmt.Errorf("Name cannot be only whitespace or empty string")
 	case len(trimmed) > 256:
-		return fmt.Errorf("Name must be 256 characters or less")
-	case !nameRE.MatchString(name):
-		return fmt.Errorf("Invalid Name: '%s'. Names may only contain: letters, numbers, spaces, underscores, hyphens, periods, plus signs, apostrophes, and parentheses", name)
+		return "", fmt.Errorf("Name must be 256 characters or less")
+	case !nameRE.MatchString(trimmed):
+		return "", fmt.Errorf("Invalid Name: '%s'. Names may only contain: letters, numbers, spaces, underscores, hyphens, periods, plus signs, apostrophes, and parentheses", trimmed)
 	}
-	return nil
+	return trimmed, nil
 }
+
+// The service's structural limits.
+const (
+	maxChildren = 10000
+	maxDepth    = 50
+)
 
 type entity struct {
 	id          int64
@@ -115,6 +123,8 @@ type fileHandle struct {
 	createdBy   int64
 	createdOn   time.Time
 	etag        string
+	isPreview   bool
+	preview     int64 // the preview handle Synapse made for this one, 0 if none
 }
 
 type storageLocation struct {

@@ -1,6 +1,7 @@
 package synapsetest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -224,8 +225,12 @@ const childrenPageSize = 50
 
 var pageTokenRE = regexp.MustCompile(`^(\d+)a(\d+)$`)
 
-// typeNames maps includeTypes words to concrete types.
-var typeNames = map[string]string{"project": typeProject, "folder": typeFolder, "file": typeFile}
+// typeNames maps includeTypes words (Synapse's EntityType enum, lower case
+// and case-sensitive) to concrete types; entityTypes is the reverse.
+var (
+	typeNames   = map[string]string{"project": typeProject, "folder": typeFolder, "file": typeFile}
+	entityTypes = map[string]string{typeProject: "project", typeFolder: "folder", typeFile: "file"}
+)
 
 func (s *Server) postChildren(r *http.Request, uid int64, body []byte) (int, any, *apiError) {
 	var in struct {
@@ -247,7 +252,7 @@ func (s *Server) postChildren(r *http.Request, uid int64, body []byte) (int, any
 	}
 	want := map[string]bool{}
 	for _, t := range in.IncludeTypes {
-		ct, ok := typeNames[strings.ToLower(t)]
+		ct, ok := typeNames[t]
 		if !ok && !isKnownEntityType(t) {
 			return 0, nil, errf(http.StatusBadRequest, "No enum constant org.sagebionetworks.repo.model.EntityType.%s", t)
 		}
@@ -258,6 +263,11 @@ func (s *Server) postChildren(r *http.Request, uid int64, body []byte) (int, any
 		if want[c.kind] && s.st.access(uid, c)&Read != 0 {
 			page = append(page, s.st.headerJSON(c))
 		}
+	}
+	switch in.SortBy {
+	case "", "NAME", "CREATED_ON", "MODIFIED_ON":
+	default:
+		return 0, nil, errf(http.StatusBadRequest, "No enum constant org.sagebionetworks.repo.model.entity.SortBy.%s", in.SortBy)
 	}
 	sortHeaders(page, in.SortBy, in.SortDirection)
 	offset := 0
@@ -287,7 +297,7 @@ func (s *Server) postChildren(r *http.Request, uid int64, body []byte) (int, any
 // isKnownEntityType accepts Synapse type words the emulator never stores
 // (table, entityview, ...): asking for them is legal and finds nothing.
 func isKnownEntityType(t string) bool {
-	switch strings.ToLower(t) {
+	switch t {
 	case "table", "entityview", "dockerrepo", "submissionview", "dataset", "datasetcollection", "materializedview", "virtualtable", "link":
 		return true
 	}
@@ -367,7 +377,13 @@ func (s *Server) getPath(r *http.Request, uid int64, _ []byte) (int, any, *apiEr
 func (s *Server) entityHandles(e *entity) []handleJSON {
 	list := []handleJSON{}
 	if v := e.current(); v != nil {
-		list = append(list, handleToJSON(s.st.handles[v.handleID]))
+		// As the service does, the preview comes first when there is one:
+		// callers must pick the handle whose id is dataFileHandleId.
+		h := s.st.handles[v.handleID]
+		if p, ok := s.st.handles[h.preview]; ok {
+			list = append(list, handleToJSON(p))
+		}
+		list = append(list, handleToJSON(h))
 	}
 	return list
 }
@@ -395,7 +411,7 @@ func (s *Server) postBundle(r *http.Request, uid int64, body []byte) (int, any, 
 	out := map[string]any{}
 	if in.IncludeEntity {
 		out["entity"] = s.st.entityJSON(e, nil)
-		out["entityType"] = strings.ToLower(e.kind[strings.LastIndex(e.kind, ".")+1:])
+		out["entityType"] = entityTypes[e.kind]
 	}
 	// Handles are part of the bundle only for callers who may download.
 	if in.IncludeFileHandles && s.st.access(uid, e)&Download != 0 {
@@ -414,7 +430,10 @@ func (s *Server) getSTS(r *http.Request, uid int64, _ []byte) (int, any, *apiErr
 		return 0, nil, aerr
 	}
 	loc := s.st.stsLocation(e)
-	if loc == nil {
+	switch {
+	case s.st.uploadSetting(e) == nil:
+		return 0, nil, errf(http.StatusBadRequest, "Entity must have a project setting")
+	case loc == nil:
 		return 0, nil, errf(http.StatusBadRequest, "Entity must have an STS-enabled storage location")
 	}
 	need := Read | Download
@@ -598,13 +617,12 @@ func (s *Server) postExternalHandle(r *http.Request, uid int64, body []byte) (in
 	if in.ContentSize != nil {
 		size = *in.ContentSize
 	}
-	name := in.FileName
-	if name == "" {
-		name = in.Key[strings.LastIndex(in.Key, "/")+1:]
-	}
+	// The service fills what the caller left out with NOT_SET, not with
+	// anything derived from the key.
+	name, ctype := cmp.Or(in.FileName, "NOT_SET"), cmp.Or(in.ContentType, "NOT_SET")
 	h := &fileHandle{
-		id: s.st.newID(), bucket: in.BucketName, key: in.Key, size: size, md5: strings.ToLower(in.ContentMd5),
-		contentType: in.ContentType, fileName: name, location: l.id, createdBy: uid, createdOn: s.st.now(), etag: newUUID(),
+		id: s.st.newID(), bucket: in.BucketName, key: in.Key, size: size, md5: in.ContentMd5,
+		contentType: ctype, fileName: name, location: l.id, createdBy: uid, createdOn: s.st.now(), etag: newUUID(),
 	}
 	s.st.handles[h.id] = h
 	return http.StatusCreated, handleToJSON(h), nil

@@ -42,6 +42,11 @@ func TestRawRequests(t *testing.T) {
 		{"view-only token reads", "GET", srv.RepoEndpoint + "/entity/" + imp.FolderID, viewOnly, "", 200, ""},
 		{"anonymous reads nothing", "GET", srv.RepoEndpoint + "/entity/" + imp.FolderID, "", "", 403, ""},
 		{"bad permission", "GET", srv.RepoEndpoint + "/entity/" + imp.FolderID + "/sts?permission=admin", srv.Owner.Token, "", 400, "permission"},
+		{"include types are case-sensitive", "POST", srv.RepoEndpoint + "/entity/children", srv.Owner.Token,
+			`{"parentId":"` + imp.FolderID + `","includeTypes":["FILE"]}`, 400, "EntityType"},
+		{"unknown sort", "POST", srv.RepoEndpoint + "/entity/children", srv.Owner.Token,
+			`{"parentId":"` + imp.FolderID + `","includeTypes":["file"],"sortBy":"SIZE"}`, 400, "SortBy"},
+		{"extra spaces keep the token's scopes", "GET", srv.RepoEndpoint + "/entity/" + imp.FolderID + "/sts?permission=read_only", " " + viewOnly, "", 403, "scope"},
 		{"unknown endpoint", "GET", srv.RepoEndpoint + "/nothing/here", srv.Owner.Token, "", 404, ""},
 		{"a table in an STS folder", "POST", srv.RepoEndpoint + "/entity", srv.Owner.Token,
 			`{"name":"t","parentId":"` + imp.FolderID + `","concreteType":"org.sagebionetworks.repo.model.table.TableEntity"}`, 400, "STS"},
@@ -119,8 +124,8 @@ func TestThrottleAnswers(t *testing.T) {
 		}
 	}
 	code, body := get(srv.Owner.Token)
-	if code != 429 || !strings.Contains(body, "Requests are too frequent. Allowed 5 requests every 60 seconds.") {
-		t.Fatalf("6th request: %d %s, want 429 with the service's reason", code, body)
+	if code != 429 || body != `{"reason":"Requests are too frequent. Allowed 5 requests every 60 seconds."}` {
+		t.Fatalf("6th request: %d %s, want 429 with the throttle filter's bare reason", code, body)
 	}
 	if code, _ := get(other.Token); code != 200 {
 		t.Fatalf("another user is throttled too: %d", code)

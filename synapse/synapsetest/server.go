@@ -326,7 +326,10 @@ func (s *Server) restHandler() http.Handler {
 		release, reason := s.throttle.enter(p.id)
 		if reason != "" {
 			s.stats.count(r, mux, http.StatusTooManyRequests)
-			writeJSON(w, http.StatusTooManyRequests, errorJSON(reason))
+			s.stats.throttle()
+			// The throttle filter answers before the controllers, with a
+			// bare {"reason": ...}: no concreteType.
+			writeJSON(w, http.StatusTooManyRequests, map[string]string{"reason": reason})
 			return
 		}
 		defer release()
@@ -342,9 +345,10 @@ func (s *Server) authenticate(r *http.Request) (principal, error) {
 		return principal{id: anonymousID}, nil
 	}
 	tok, ok := strings.CutPrefix(h, "Bearer ")
+	tok = strings.TrimSpace(tok)
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
-	uid, known := s.st.tokens[strings.TrimSpace(tok)]
+	uid, known := s.st.tokens[tok]
 	if !ok || !known {
 		return principal{}, errors.New("Invalid access token")
 	}

@@ -244,8 +244,13 @@ func (st *state) createEntity(uid int64, in entityJSON) (*entity, *apiError) {
 			in.Name = h.fileName
 		}
 	}
-	if err := validName(in.Name); err != nil {
+	name, err := validName(in.Name)
+	if err != nil {
 		return nil, errf(http.StatusBadRequest, "%s", err.Error())
+	}
+	in.Name = name
+	if aerr := st.checkRoom(parent); aerr != nil {
+		return nil, aerr
 	}
 	if st.childNamed(parent.id, in.Name) != nil {
 		return nil, errf(http.StatusConflict, "An entity with the name: %s already exists with a parentId: %s", in.Name, synID(parent.id))
@@ -286,13 +291,32 @@ func (st *state) ownHandle(uid int64, idText string) (*fileHandle, *apiError) {
 
 // checkHandleLocation enforces that a file in an STS folder lives in that
 // folder's bucket and under its base key.
+// (StsManagerImpl.validateCanAddFile), in both directions.
 func (st *state) checkHandleLocation(parent *entity, h *fileHandle) *apiError {
 	loc := st.stsLocation(parent)
 	if loc == nil {
+		if hl := st.locations[h.location]; hl != nil && hl.stsEnabled {
+			return errf(http.StatusBadRequest, "Files in STS-enabled storage locations can only be placed in folders with the same storage location")
+		}
 		return nil
 	}
 	if h.location != loc.id || h.bucket != loc.bucket || !underBaseKey(h.key, loc.baseKey) {
-		return errf(http.StatusBadRequest, "Files in STS-enabled folders must have a file handle storage location that matches the enclosing folder")
+		return errf(http.StatusBadRequest, "Folders with STS-enabled storage locations can only accept files with the same storage location")
+	}
+	return nil
+}
+
+// checkRoom enforces the per-parent child limit and the depth limit.
+func (st *state) checkRoom(parent *entity) *apiError {
+	if len(st.children(parent.id)) >= maxChildren {
+		return errf(http.StatusBadRequest, "Limit of %d children exceeded for parent: %s", maxChildren, synID(parent.id))
+	}
+	depth := 0
+	for a := parent; a != nil && a.id != rootEntityID; a = st.entities[a.parent] {
+		depth++
+	}
+	if depth >= maxDepth {
+		return errf(http.StatusBadRequest, "Exceeded the maximum hierarchical depth of: %d for parent: %s", maxDepth, synID(parent.id))
 	}
 	return nil
 }
@@ -333,8 +357,15 @@ func (st *state) updateEntity(uid int64, id int64, in entityJSON) (*entity, *api
 			parent = np
 		}
 	}
-	if err := validName(in.Name); err != nil {
+	name, err := validName(in.Name)
+	if err != nil {
 		return nil, errf(http.StatusBadRequest, "%s", err.Error())
+	}
+	in.Name = name
+	if parent.id != e.parent {
+		if aerr := st.checkRoom(parent); aerr != nil {
+			return nil, aerr
+		}
 	}
 	if other := st.childNamed(parent.id, in.Name); other != nil && other.id != e.id {
 		return nil, errf(http.StatusConflict, "An entity with the name: %s already exists with a parentId: %s", in.Name, synID(parent.id))
@@ -390,12 +421,18 @@ func (st *state) checkMove(uid int64, e *entity, newParent int64) (*entity, *api
 	from, to := st.location(st.entities[e.parent]), st.location(np)
 	if e.setting != nil {
 		if st.stsLocation(np) != nil {
-			return nil, errf(http.StatusBadRequest, "Folders with STS-enabled storage locations cannot be placed inside another STS-enabled folder")
+			return nil, errf(http.StatusBadRequest, "Cannot place an STS-enabled folder inside another STS-enabled folder")
 		}
 		return np, nil
 	}
-	if (from.stsEnabled || to.stsEnabled) && from.id != to.id {
-		return nil, errf(http.StatusBadRequest, "Entities in STS-enabled storage locations can only be moved to folders with the same storage location")
+	switch {
+	case from.id == to.id:
+	case to.stsEnabled && e.kind == typeFolder && !from.stsEnabled:
+		return nil, errf(http.StatusBadRequest, "Non-STS-enabled folders cannot be placed inside STS-enabled folders")
+	case from.stsEnabled && e.kind == typeFolder:
+		return nil, errf(http.StatusBadRequest, "Folders in STS-enabled storage locations can only be placed in folders with the same storage location")
+	case from.stsEnabled || to.stsEnabled:
+		return nil, errf(http.StatusBadRequest, "Files in STS-enabled storage locations can only be placed in folders with the same storage location")
 	}
 	return np, nil
 }

@@ -14,7 +14,7 @@ type Stats struct {
 	// "POST /repo/v1/entity/children", throttled and failed ones included.
 	Synapse      map[string]int64 `json:"synapse"`
 	SynapseTotal int64            `json:"synapseTotal"`
-	Throttled    int64            `json:"throttled"` // answered 429 by the throttle
+	Throttled    int64            `json:"throttled"` // answered 429 by the throttle (injected 429s not included)
 	Unauthorized int64            `json:"unauthorized"`
 	// S3 counts requests and bytes per S3 operation (GetObject, PutObject, ...).
 	S3 map[string]s3emu.OpStats `json:"s3"`
@@ -41,12 +41,16 @@ func (rs *restStats) count(r *http.Request, mux *http.ServeMux, status int) {
 	defer rs.mu.Unlock()
 	rs.byEndpoint[pattern]++
 	rs.total++
-	switch status {
-	case http.StatusTooManyRequests:
-		rs.throttled++
-	case http.StatusUnauthorized:
+	if status == http.StatusUnauthorized {
 		rs.unauthorized++
 	}
+}
+
+// throttle counts a 429 of the throttle itself (not an injected fault).
+func (rs *restStats) throttle() {
+	rs.mu.Lock()
+	rs.throttled++
+	rs.mu.Unlock()
 }
 
 // Stats is a snapshot of the counters since the start or the last ResetStats.

@@ -3,13 +3,15 @@ package synapsetest
 import (
 	"fmt"
 	"sync"
-
-	"golang.org/x/time/rate"
+	"time"
 )
 
 // throttle is the service's per-user limit (UserConcurrentConnectionThrottler
-// and UserThrottleFilter): a few requests in flight and a request budget per
-// minute, refilled steadily. Excess is answered 429 at once, never queued.
+// and UserThrottleFilter): a few requests in flight, and a count per fixed
+// 60-second window that starts with the first request after the last window
+// ended (MemoryTimeBlockCountingSemaphoreImpl): once the count is spent,
+// everything is refused until the window ends. Excess is answered 429 at
+// once, never queued.
 type throttle struct {
 	mu         sync.Mutex
 	concurrent int // 0: no limit
@@ -18,9 +20,12 @@ type throttle struct {
 }
 
 type userLoad struct {
-	inFlight int
-	bucket   *rate.Limiter
+	inFlight    int
+	windowStart time.Time
+	inWindow    int
 }
+
+const throttleWindow = 60 * time.Second
 
 func newThrottle(concurrent, perMinute int) *throttle {
 	if concurrent == 0 {
@@ -47,17 +52,18 @@ func (t *throttle) enter(uid int64) (release func(), reason string) {
 	u := t.users[uid]
 	if u == nil {
 		u = &userLoad{}
-		if t.perMinute > 0 {
-			u.bucket = rate.NewLimiter(rate.Limit(float64(t.perMinute)/60), t.perMinute)
-		}
 		t.users[uid] = u
 	}
 	if t.concurrent > 0 && u.inFlight >= t.concurrent {
 		return nil, fmt.Sprintf("Too many concurrent requests. Allowed %d concurrent connections at any time.", t.concurrent)
 	}
-	if u.bucket != nil && !u.bucket.Allow() {
+	if now := time.Now(); now.Sub(u.windowStart) >= throttleWindow {
+		u.windowStart, u.inWindow = now, 0
+	}
+	if t.perMinute > 0 && u.inWindow >= t.perMinute {
 		return nil, fmt.Sprintf("Requests are too frequent. Allowed %d requests every 60 seconds.", t.perMinute)
 	}
+	u.inWindow++
 	u.inFlight++
 	return func() {
 		t.mu.Lock()
