@@ -86,6 +86,22 @@ func errNoSuchBucket() *apiError {
 	return newError(404, "NoSuchBucket", "The specified bucket does not exist")
 }
 
+func errInvalidPart() *apiError {
+	return newError(400, "InvalidPart", "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.")
+}
+
+func errInvalidPartOrder() *apiError {
+	return newError(400, "InvalidPartOrder", "The list of parts was not in ascending order. The parts list must be specified in order by part number.")
+}
+
+func errEntityTooSmall() *apiError {
+	return newError(400, "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.")
+}
+
+func errMalformedXML() *apiError {
+	return newError(400, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema")
+}
+
 func errInternal() *apiError {
 	return newError(500, "InternalError", "We encountered an internal error. Please try again.")
 }

@@ -51,8 +51,12 @@ func TestPeerClients(t *testing.T) {
 		stored string // key whose content must equal data afterwards
 	}{
 		{"rclone lists the prefix", "rclone", rcloneEnv, []string{"lsf", remote}, true, "data.bin\nowner.txt\nsub/", ""},
-		{"rclone puts", "rclone", rcloneEnv, []string{"copyto", "--s3-no-check-bucket", local, remote + "/rclone.bin"}, true, "", baseKey + "/rclone.bin"},
-		{"rclone puts in parts", "rclone", rcloneEnv, []string{"copyto", "--s3-no-check-bucket", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M", local, remote + "/rclone-mp.bin"}, true, "", baseKey + "/rclone-mp.bin"},
+		// rclone HEADs a destination before writing it, and S3 answers
+		// vended credentials 403 for a missing key, as it does here:
+		// --no-check-dest skips that HEAD.
+		{"rclone puts", "rclone", rcloneEnv, []string{"copyto", "--s3-no-check-bucket", "--no-check-dest", local, remote + "/rclone.bin"}, true, "", baseKey + "/rclone.bin"},
+		{"rclone puts in parts", "rclone", rcloneEnv, []string{"copyto", "--s3-no-check-bucket", "--no-check-dest", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M", local, remote + "/rclone-mp.bin"}, true, "", baseKey + "/rclone-mp.bin"},
+		{"rclone checking a missing destination is refused", "rclone", rcloneEnv, []string{"copyto", "--s3-no-check-bucket", local, remote + "/checked.bin"}, false, "403", ""},
 		{"rclone reads", "rclone", rcloneEnv, []string{"cat", remote + "/sub/small.txt"}, true, "small", ""},
 		{"rclone cannot list the bucket", "rclone", rcloneEnv, []string{"lsf", "emu:" + bucket}, false, "AccessDenied", ""},
 		{"rclone cannot write outside", "rclone", rcloneEnv, []string{"copyto", "--s3-no-check-bucket", local, "emu:" + bucket + "/9999/x.bin"}, false, "403", ""}, // a HEAD first: no body, no code

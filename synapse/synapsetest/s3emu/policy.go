@@ -55,6 +55,15 @@ func (g *Grant) listAllowed(bucket, prefix string) bool {
 	return g.BaseKey == "" || prefix == g.BaseKey || strings.HasPrefix(prefix, g.BaseKey+"/")
 }
 
+// seesMissingKeys reports whether S3 tells this grant that a key of
+// bucket does not exist. S3 answers a GetObject or HeadObject of a missing
+// key with 404 NoSuchKey only to callers allowed s3:ListBucket on the
+// bucket, 403 AccessDenied to others; such a request carries no s3:prefix,
+// so the prefix condition fails and only whole-bucket grants see 404. A
+// client that reads AccessDenied on a GET as "bad credentials" is wrong
+// against S3, and must be wrong here too.
+func (g *Grant) seesMissingKeys(bucket string) bool { return g.listAllowed(bucket, "") }
+
 // allows reports whether the policy allows o. DeleteObjects is allowed
 // here only as far as the bucket goes; its keys, in the body, go through
 // deleteAllowed.

@@ -3,7 +3,13 @@
 // policy Synapse attaches to the STS credentials it vends, with gofakes3
 // for storage. It exists so that synfs meets, in tests, the answers real S3
 // gives to its temporary credentials: AccessDenied outside the folder's
-// prefix, ExpiredToken after expiry, owner.txt off limits.
+// prefix, and for missing keys inside it (the policy allows s3:ListBucket
+// only under an s3:prefix condition), ExpiredToken after expiry, owner.txt
+// off limits. Where gofakes3 is kinder than S3, the emulator answers as S3
+// does, so client bugs show: EntityTooSmall, InvalidPart and
+// InvalidPartOrder on CompleteMultipartUpload, and, for an object assembled
+// from parts, the ETag "<md5 of the parts' MD5s>-<parts>", which is not a
+// content MD5, on GET, HEAD, ListObjects and If-Match/If-None-Match.
 //
 // A static admin key may do anything, so that peers (rclone, s3fs) and the
 // emulator itself can read and write every bucket.
@@ -11,6 +17,10 @@
 // What differs from S3, on purpose or for lack of gofakes3 support:
 //   - object ACLs are accepted (PutObjectAcl, x-amz-acl) and not stored;
 //     GetObjectAcl answers the owner's FULL_CONTROL;
+//   - some versions of Synapse's STS policy template deny s3:PutObject
+//     unless x-amz-acl: bucket-owner-full-control is sent; the emulator does
+//     not enforce that, so clients should send that ACL on PutObject and
+//     CreateMultipartUpload;
 //   - UploadPartCopy and subresources gofakes3 lacks (tagging, policy, ...)
 //     answer NotImplemented (after the policy check, so grants see
 //     AccessDenied first);
@@ -19,10 +29,9 @@
 //   - the clock skew and presign expiry checks use the wall clock, while
 //     Options.Now drives credential expiry, so tests can expire credentials
 //     without making every signature look skewed;
-//   - If-Match on GetObject/HeadObject is enforced here (gofakes3 ignores
-//     it); an object assembled by multipart upload has its content MD5 as
-//     ETag on GET/HEAD, while CompleteMultipartUpload answered S3's
-//     md5-of-parts form (a gofakes3 quirk);
+//   - conditional writes (If-Match, If-None-Match on PutObject) are
+//     gofakes3's, compared with the content MD5 even for an object
+//     assembled from parts, and ListObjectVersions lists content MD5s;
 //   - injected faults (Conditions) answer 500 InternalError, 503 SlowDown,
 //     and 429 SlowDown: real S3 throttles with 503, but SlowDown makes SDKs
 //     retry the 429 as a throttle too.
@@ -91,6 +100,10 @@ type Server struct {
 
 	mu     sync.Mutex
 	grants map[string]Grant
+
+	uploads  uploads  // multipart uploads, to check completions
+	mpETags  mpETags  // S3's ETags of objects assembled from parts
+	keyLocks keyLocks // writes to a key, with their mpETags update
 
 	stats stats
 
@@ -211,10 +224,13 @@ func hostID(id string) string {
 func (s *Server) serveS3(w http.ResponseWriter, r *http.Request) {
 	st := r.Context().Value(requestKey{}).(*requestState)
 	o := st.op
-	refuse := func(e *apiError, reason string) {
+	noted := func(e *apiError, reason string) {
 		st.denied = e.code
 		s.log.Info("s3 request refused", "op", o.name, "bucket", o.bucket, "key", o.key, "code", e.code,
 			"reason", reason, "principal", st.principal, "requestId", st.id)
+	}
+	refuse := func(e *apiError, reason string) {
+		noted(e, reason)
 		writeError(w, r, e)
 	}
 
@@ -247,16 +263,18 @@ func (s *Server) serveS3(w http.ResponseWriter, r *http.Request) {
 		refuse(aerr, "request body")
 		return
 	}
-	if o.name == "DeleteObjects" && sr.grant != nil {
+	var delObjs []deleteObject // the keys to lock; none if gofakes3 is to refuse the body
+	if o.name == "DeleteObjects" {
 		objs, err := deleteObjects(r)
-		if err != nil {
-			refuse(newError(400, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema"), "delete body")
+		if err != nil && sr.grant != nil {
+			refuse(errMalformedXML(), "delete body")
 			return
 		}
-		if !sr.grant.deleteAllowed(o.bucket, objs) {
+		if sr.grant != nil && !sr.grant.deleteAllowed(o.bucket, objs) {
 			refuse(errAccessDenied(), "policy")
 			return
 		}
+		delObjs = objs
 	}
 
 	switch o.name {
@@ -270,88 +288,32 @@ func (s *Server) serveS3(w http.ResponseWriter, r *http.Request) {
 		s.serveListBuckets(w, r)
 		return
 	}
+	if o.name == "CompleteMultipartUpload" {
+		if aerr := s.checkComplete(r, o); aerr != nil {
+			refuse(aerr, "multipart completion")
+			return
+		}
+	}
 	sanitizeHeaders(r, o)
 	out := &idWriter{w: w, st: st}
-	if ifMatch := r.Header.Get("If-Match"); ifMatch != "" && (o.name == "GetObject" || o.name == "HeadObject") {
-		// gofakes3 ignores If-Match on reads; synfs guards reads of
-		// external buckets with it, so an overwritten object must fail.
-		pw := &ifMatchWriter{w: out, r: r, want: ifMatch}
-		s.fake.ServeHTTP(pw, r)
-		pw.decide(http.StatusOK) // a HEAD answered 200 without writing
-		return
-	}
-	s.fake.ServeHTTP(out, r)
-}
-
-// ifMatchWriter turns gofakes3's 200/206 into 412 PreconditionFailed when
-// the ETag of the object it is about to send is not the one asked for.
-// Deciding on the ETag gofakes3 sends (not on a HEAD made beforehand)
-// makes the check atomic with the read.
-type ifMatchWriter struct {
-	w       http.ResponseWriter
-	r       *http.Request
-	want    string
-	decided bool
-	failed  bool
-}
-
-// keptOnError are the headers an error answer keeps from the object's.
-var keptOnError = map[string]bool{"X-Amz-Request-Id": true, "X-Amz-Id-2": true, "X-Amz-Bucket-Region": true}
-
-func (p *ifMatchWriter) decide(code int) {
-	if p.decided {
-		return
-	}
-	p.decided = true
-	if (code != http.StatusOK && code != http.StatusPartialContent) || etagMatches(p.want, p.w.Header().Get("ETag")) {
-		return
-	}
-	p.failed = true
-	h := p.w.Header()
-	for k := range h {
-		if !keptOnError[k] {
-			h.Del(k)
+	switch o.name {
+	case "GetObject", "HeadObject":
+		s.serveRead(out, r, o, st, sr.grant, noted)
+	case "ListObjects":
+		s.serveListObjects(out, r, o)
+	case "PutObject", "CopyObject", "DeleteObject":
+		s.serveObjectWrite(out, r, o, []string{o.key})
+	case "DeleteObjects":
+		keys := make([]string, len(delObjs))
+		for i, d := range delObjs {
+			keys[i] = d.Key
 		}
+		s.serveObjectWrite(out, r, o, keys)
+	case "CreateMultipartUpload", "UploadPart", "AbortMultipartUpload", "CompleteMultipartUpload":
+		s.serveMultipart(out, r, o)
+	default:
+		s.fake.ServeHTTP(out, r)
 	}
-	writeError(p.w, p.r, newError(http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"))
-}
-
-func (p *ifMatchWriter) Header() http.Header { return p.w.Header() }
-
-func (p *ifMatchWriter) WriteHeader(code int) {
-	p.decide(code)
-	if !p.failed {
-		p.w.WriteHeader(code)
-	}
-}
-
-func (p *ifMatchWriter) Write(b []byte) (int, error) {
-	p.decide(http.StatusOK)
-	if p.failed {
-		return len(b), nil // the object's bytes go nowhere
-	}
-	return p.w.Write(b)
-}
-
-func (p *ifMatchWriter) Flush() {
-	if !p.failed {
-		_ = http.NewResponseController(p.w).Flush()
-	}
-}
-
-func (p *ifMatchWriter) Unwrap() http.ResponseWriter { return p.w }
-
-// etagMatches applies an If-Match list ("*" or quoted tags, commas between)
-// with S3's strong comparison.
-func etagMatches(ifMatch, etag string) bool {
-	etag = strings.Trim(etag, `"`)
-	for _, want := range strings.Split(ifMatch, ",") {
-		want = strings.TrimSpace(want)
-		if want == "*" || strings.Trim(want, `"`) == etag {
-			return true
-		}
-	}
-	return false
 }
 
 // deleteObject is one entry of a DeleteObjects body.
@@ -598,15 +560,18 @@ func (s *Server) PutObject(ctx context.Context, bucket, key string, body io.Read
 		"Content-Type":  "binary/octet-stream",
 		"Last-Modified": s.now().UTC().Format(http.TimeFormat),
 	}
+	defer s.keyLocks.lock(bucket, key)()
 	_, err := s.backend.PutObject(bucket, key, meta, ctxReader{ctx, body}, size, nil)
 	if err != nil {
 		return fmt.Errorf("s3emu: put %s/%s: %w", bucket, key, s.sentinel(err))
 	}
+	s.mpETags.forget(objectRef{bucket, key})
 	return nil
 }
 
-// HeadObject returns the size and ETag (quoted, as S3 sends it) of
-// bucket/key; the error wraps ErrNoSuchKey when it is missing.
+// HeadObject returns the size and ETag (quoted, as S3 sends it: not the
+// content MD5 for an object assembled from parts) of bucket/key; the error
+// wraps ErrNoSuchKey when it is missing.
 func (s *Server) HeadObject(ctx context.Context, bucket, key string) (size int64, etag string, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, "", fmt.Errorf("s3emu: head %s/%s: %w", bucket, key, err)
@@ -616,7 +581,7 @@ func (s *Server) HeadObject(ctx context.Context, bucket, key string) (size int64
 		return 0, "", fmt.Errorf("s3emu: head %s/%s: %w", bucket, key, s.sentinel(err))
 	}
 	obj.Contents.Close()
-	return obj.Size, `"` + hex.EncodeToString(obj.Hash) + `"`, nil
+	return obj.Size, s.mpETags.etag(objectRef{bucket, key}, `"`+hex.EncodeToString(obj.Hash)+`"`), nil
 }
 
 // GetObject reads a whole (small) object, such as owner.txt.

@@ -301,6 +301,9 @@ func testPolicy(t *testing.T, useTLS bool) {
 			}
 			return get(ctx, e.as(readGrant), bucket, baseKey+"/mp.bin", "")
 		}, "", append(slices.Clone(part1), part2...)},
+		{"multipart with a small part before the last", func(ctx context.Context) ([]byte, error) {
+			return nil, multipart(ctx, e.as(writeGrant), bucket, baseKey+"/mp-small.bin", part1[:1<<20], part2)
+		}, "EntityTooSmall", nil},
 		{"multipart with read grant", func(ctx context.Context) ([]byte, error) {
 			return nil, multipart(ctx, e.as(readGrant), bucket, baseKey+"/mp2.bin", part1)
 		}, "AccessDenied", nil},
@@ -391,6 +394,12 @@ func testPolicy(t *testing.T, useTLS bool) {
 		{"other bucket", func(ctx context.Context) ([]byte, error) {
 			return get(ctx, e.as(readGrant), other, baseKey+"/data.bin", "")
 		}, "AccessDenied", nil},
+		{"GET of a missing key in scope with a grant", func(ctx context.Context) ([]byte, error) {
+			return get(ctx, e.as(readGrant), bucket, baseKey+"/no/such.bin", "")
+		}, "AccessDenied", nil},
+		{"GET of a missing key with the admin key", func(ctx context.Context) ([]byte, error) {
+			return get(ctx, e.admin(), bucket, baseKey+"/no/such.bin", "")
+		}, "NoSuchKey", nil},
 		{"admin reads outside any prefix", func(ctx context.Context) ([]byte, error) {
 			return get(ctx, e.admin(), bucket, "9999/elsewhere.txt", "")
 		}, "", []byte("not yours")},

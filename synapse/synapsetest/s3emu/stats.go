@@ -16,7 +16,8 @@ type Stats struct {
 	// fault-injected requests count too.
 	Ops map[string]OpStats `json:"ops"`
 	// Denied counts requests the emulator refused itself (authentication,
-	// policy, body verification, unsupported operations) by S3 error code.
+	// policy, body verification, unsupported operations, multipart
+	// completion checks, missing keys hidden from grants) by S3 error code.
 	Denied map[string]int64 `json:"denied"`
 }
 
