@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -145,36 +146,270 @@ func (d *dirNode) fill(a *fuse.Attr) {
 	setTimes(a, d.mtime)
 }
 
-// The changes a read-only mount refuses. The kernel already refuses them on
-// an "ro" mount; these answer for anything that slips past it.
-func (d *dirNode) Mkdir(context.Context, string, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+// remember puts a header into the cached listing after a change made
+// through this mount, so it shows before the TTL brings a fresh listing.
+func (d *dirNode) remember(h synapse.EntityHeader) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.entries == nil {
+		return
+	}
+	if _, ok := d.entries[h.Name]; !ok {
+		i, _ := slices.BinarySearch(d.order, h.Name)
+		d.order = slices.Insert(d.order, i, h.Name)
+	}
+	d.entries[h.Name] = h
 }
 
-func (d *dirNode) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EROFS
+// forget drops a name from the cached listing.
+func (d *dirNode) forget(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.entries[name]; !ok {
+		return
+	}
+	delete(d.entries, name)
+	if i, found := slices.BinarySearch(d.order, name); found {
+		d.order = slices.Delete(d.order, i, i+1)
+	}
 }
 
-func (d *dirNode) Unlink(context.Context, string) syscall.Errno { return syscall.EROFS }
-func (d *dirNode) Rmdir(context.Context, string) syscall.Errno  { return syscall.EROFS }
-func (d *dirNode) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
-	return syscall.EROFS
+// entry looks a name up in the listing.
+func (d *dirNode) entry(ctx context.Context, name string) (synapse.EntityHeader, bool, error) {
+	entries, _, err := d.children(ctx)
+	if err != nil {
+		return synapse.EntityHeader{}, false, err
+	}
+	h, ok := entries[name]
+	return h, ok, nil
 }
 
+// Create makes a new file. Its entity exists once the first close uploads
+// it; until then its inode number is a temporary one.
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	f := d.fsys
+	if f.readOnly {
+		return nil, nil, 0, syscall.EROFS
+	}
+	if errno := f.checkName(name); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	if _, exists, err := d.entry(ctx, name); err != nil {
+		return nil, nil, 0, f.errno("create", d.id, err)
+	} else if exists {
+		return nil, nil, 0, syscall.EEXIST
+	}
+	fn := &fileNode{fsys: f}
+	child := d.NewInode(ctx, fn, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: f.tempIno.Add(1)})
+	d.AddChild(name, child, true)
+	fn.wmu.Lock()
+	defer fn.wmu.Unlock()
+	if err := fn.stage(ctx, true); err != nil {
+		d.RmChild(name)
+		return nil, nil, 0, f.errno("create", d.id, err)
+	}
+	fn.staged.writers++
+	fn.fillLocked(&out.Attr)
+	return child, &fileHandle{write: true}, 0, 0
+}
+
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	f := d.fsys
+	if f.readOnly {
+		return nil, syscall.EROFS
+	}
+	if errno := f.checkName(name); errno != 0 {
+		return nil, errno
+	}
+	ent, err := f.client.CreateFolder(ctx, name, d.id)
+	if synapse.IsConflict(err) {
+		return nil, syscall.EEXIST
+	}
+	if err != nil {
+		return nil, f.errno("mkdir", d.id, err)
+	}
+	d.remember(synapse.EntityHeader{ID: ent.ID, Name: ent.Name, Type: synapse.TypeFolder, CreatedOn: ent.CreatedOn, ModifiedOn: ent.ModifiedOn})
+	ino, _ := inodeOf(ent.ID)
+	dn := &dirNode{fsys: f, id: ent.ID, name: ent.Name, mtime: ent.ModifiedOn, entries: map[string]synapse.EntityHeader{}, listed: time.Now()}
+	dn.fill(&out.Attr)
+	return d.NewInode(ctx, dn, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino}), 0
+}
+
+// Unlink moves the file to Synapse's trash can; its S3 object stays, so
+// a restore from the trash brings it back whole.
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	f := d.fsys
+	if f.readOnly {
+		return syscall.EROFS
+	}
+	h, ok, err := d.entry(ctx, name)
+	switch {
+	case err != nil:
+		return f.errno("unlink", d.id, err)
+	case !ok:
+		return syscall.ENOENT
+	case h.IsFolder():
+		return syscall.EISDIR
+	}
+	if err := f.client.DeleteEntity(ctx, h.ID); err != nil && !synapse.IsNotFound(err) {
+		return f.errno("unlink", h.ID, err)
+	}
+	d.forget(name)
+	return 0
+}
+
+// Rmdir trashes an empty folder; emptiness is asked of Synapse, not of
+// the cached listing, so files added elsewhere are not trashed with it.
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	f := d.fsys
+	if f.readOnly {
+		return syscall.EROFS
+	}
+	h, ok, err := d.entry(ctx, name)
+	switch {
+	case err != nil:
+		return f.errno("rmdir", d.id, err)
+	case !ok:
+		return syscall.ENOENT
+	case !h.IsFolder():
+		return syscall.ENOTDIR
+	}
+	if errno := f.checkEmpty(ctx, h.ID); errno != 0 {
+		return errno
+	}
+	if err := f.client.DeleteEntity(ctx, h.ID); err != nil && !synapse.IsNotFound(err) {
+		return f.errno("rmdir", h.ID, err)
+	}
+	d.forget(name)
+	return 0
+}
+
+func (f *Filesystem) checkEmpty(ctx context.Context, folderID string) syscall.Errno {
+	for _, err := range f.client.Children(ctx, folderID) {
+		if err != nil {
+			return f.errno("rmdir", folderID, err)
+		}
+		return syscall.ENOTEMPTY
+	}
+	return 0
+}
+
+// Rename changes the entity's name and parent. An existing target goes to
+// the trash first, as rename(2) replaces it. Synapse refuses moves across
+// storage locations: EXDEV, so mv falls back to copy and delete.
+func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	f := d.fsys
+	if f.readOnly {
+		return syscall.EROFS
+	}
+	np, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if flags&unix_RENAME_EXCHANGE != 0 {
+		return syscall.EINVAL
+	}
+	if errno := f.checkName(newName); errno != 0 {
+		return errno
+	}
+	src, ok, err := d.entry(ctx, name)
+	if err != nil {
+		return f.errno("rename", d.id, err)
+	}
+	if !ok {
+		return syscall.ENOENT
+	}
+	dst, exists, err := np.entry(ctx, newName)
+	if err != nil {
+		return f.errno("rename", np.id, err)
+	}
+	if exists {
+		switch {
+		case dst.ID == src.ID:
+			return 0
+		case flags&unix_RENAME_NOREPLACE != 0:
+			return syscall.EEXIST
+		case dst.IsFolder() && !src.IsFolder():
+			return syscall.EISDIR
+		case !dst.IsFolder() && src.IsFolder():
+			return syscall.ENOTDIR
+		}
+		if dst.IsFolder() {
+			if errno := f.checkEmpty(ctx, dst.ID); errno != 0 {
+				return errno
+			}
+		}
+		if err := f.client.DeleteEntity(ctx, dst.ID); err != nil && !synapse.IsNotFound(err) {
+			return f.errno("rename", dst.ID, err)
+		}
+		np.forget(newName)
+	}
+	moved, err := f.moveEntity(ctx, src.ID, newName, np.id)
+	if synapse.IsBadRequest(err) {
+		f.log.Warn("Synapse refused the move", "entity", src.ID, "to", np.id, "err", err)
+		return syscall.EXDEV
+	}
+	if err != nil {
+		return f.errno("rename", src.ID, err)
+	}
+	d.forget(name)
+	src.Name, src.ModifiedOn = moved.Name, moved.ModifiedOn
+	np.remember(src)
+	return 0
+}
+
+// moveEntity renames and re-parents, re-reading on a stale etag.
+func (f *Filesystem) moveEntity(ctx context.Context, id, name, parentID string) (*synapse.Entity, error) {
+	for attempt := 0; ; attempt++ {
+		ent, err := f.client.GetEntity(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		ent.Name, ent.ParentID = name, parentID
+		moved, err := f.client.UpdateEntity(ctx, ent)
+		if !synapse.IsPreconditionFailed(err) || attempt >= 5 {
+			return moved, err
+		}
+	}
+}
+
+// The renameat2 flags (linux/fs.h).
+const (
+	unix_RENAME_NOREPLACE = 1 << 0
+	unix_RENAME_EXCHANGE  = 1 << 1
+)
+
+// Synapse has no symbolic or hard links and no device files.
 func (d *dirNode) Symlink(context.Context, string, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+	return nil, d.fsys.notWritableOr(syscall.EPERM)
 }
 
 func (d *dirNode) Link(context.Context, gofs.InodeEmbedder, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+	return nil, d.fsys.notWritableOr(syscall.EPERM)
 }
 
 func (d *dirNode) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+	return nil, d.fsys.notWritableOr(syscall.EPERM)
 }
 
-func (d *dirNode) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
+// Setattr on a folder: times are accepted (Synapse keeps its own), owners
+// and modes other than the mount's cannot be stored.
+func (d *dirNode) Setattr(ctx context.Context, _ gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	f := d.fsys
+	if f.readOnly {
+		return syscall.EROFS
+	}
+	if mode, ok := in.GetMode(); ok && mode&0o7777 != f.dirMode() {
+		return syscall.EPERM
+	}
+	if uid, ok := in.GetUID(); ok && uid != f.opts.Owner.UID {
+		return syscall.EPERM
+	}
+	if gid, ok := in.GetGID(); ok && gid != f.opts.Owner.GID {
+		return syscall.EPERM
+	}
+	d.fill(&out.Attr)
+	return 0
 }
 
 func setTimes(a *fuse.Attr, t time.Time) {

@@ -26,27 +26,47 @@ type fileMeta struct {
 	md5      string
 }
 
-// fileNode is a Synapse FileEntity.
+// fileNode is a Synapse FileEntity, or a file being created (id "" until
+// its first upload makes the entity).
 type fileNode struct {
 	gofs.Inode
 	fsys *Filesystem
-	id   string
 
-	mu   sync.Mutex
+	mu   sync.Mutex // guards id and meta
+	id   string
 	meta fileMeta
+
+	// wmu serialises writers of this file: staging, writes and commits.
+	wmu    sync.Mutex
+	staged *staging
 }
 
 var (
 	_ gofs.NodeGetattrer = (*fileNode)(nil)
 	_ gofs.NodeOpener    = (*fileNode)(nil)
 	_ gofs.NodeReader    = (*fileNode)(nil)
+	_ gofs.NodeWriter    = (*fileNode)(nil)
+	_ gofs.NodeFlusher   = (*fileNode)(nil)
+	_ gofs.NodeFsyncer   = (*fileNode)(nil)
+	_ gofs.NodeReleaser  = (*fileNode)(nil)
 	_ gofs.NodeSetattrer = (*fileNode)(nil)
 )
+
+// fileHandle is one open(2) of a file.
+type fileHandle struct {
+	write bool
+}
 
 func (n *fileNode) current() fileMeta {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.meta
+}
+
+func (n *fileNode) entityID() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.id
 }
 
 // update installs fresher metadata; a new handle means new bytes, so the
@@ -57,8 +77,29 @@ func (n *fileNode) update(m fileMeta) {
 	n.meta = m
 	n.mu.Unlock()
 	if changed {
-		n.NotifyContent(0, 0)
+		// Asynchronously: the kernel may hold this inode's lock while it
+		// waits for the request that got us here (a close, a lookup).
+		go n.NotifyContent(0, 0)
 	}
+}
+
+// parentDir is the folder the file is in now (renames move it).
+func (n *fileNode) parentDir() (*dirNode, bool) {
+	_, p := n.Parent()
+	if p == nil {
+		return nil, false
+	}
+	d, ok := p.Operations().(*dirNode)
+	return d, ok
+}
+
+// location is where an upload of the file goes in Synapse.
+func (n *fileNode) location() (parentID, name string) {
+	name, _ = n.Parent()
+	if d, ok := n.parentDir(); ok {
+		parentID = d.id
+	}
+	return parentID, name
 }
 
 func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -67,37 +108,167 @@ func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 }
 
 func (n *fileNode) fill(a *fuse.Attr) {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	n.fillLocked(a)
+}
+
+// fillLocked reports a file being written with its staged size; n.wmu held.
+func (n *fileNode) fillLocked(a *fuse.Attr) {
 	m := n.current()
+	size, mtime := m.size, m.modified
+	if n.staged != nil {
+		if st, err := n.staged.entry.File().Stat(); err == nil {
+			size, mtime = st.Size(), st.ModTime()
+		}
+	}
 	f := n.fsys
 	a.Mode = fuse.S_IFREG | f.fileMode()
 	a.Nlink = 1
-	a.Size = uint64(m.size)
-	a.Blocks = (uint64(m.size) + 511) / 512
+	a.Size = uint64(size)
+	a.Blocks = (uint64(size) + 511) / 512
 	a.Blksize = blockSize
 	a.Uid, a.Gid = f.opts.Owner.UID, f.opts.Owner.GID
-	setTimes(a, m.modified)
+	setTimes(a, mtime)
 }
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) == 0 {
+		// The page cache stays valid across opens: update drops it when the
+		// file gets a new handle.
+		return &fileHandle{}, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	if n.fsys.readOnly {
 		return nil, 0, syscall.EROFS
 	}
-	// The page cache stays valid across opens: it is dropped in update when
-	// the file gets a new handle.
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if err := n.stage(ctx, flags&syscall.O_TRUNC != 0); err != nil {
+		return nil, 0, n.fsys.errno("open", n.entityID(), err)
+	}
+	n.staged.writers++
+	return &fileHandle{write: true}, 0, 0
 }
 
 func (n *fileNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if got, ok, err := n.readStaged(dest, off); ok {
+		if err != nil {
+			return nil, n.fsys.errno("read", n.entityID(), err)
+		}
+		return fuse.ReadResultData(dest[:got]), 0
+	}
 	m := n.current()
 	got, err := n.fsys.blocks.ReadAt(ctx, m.handleID, m.size, dest, off, n.fsys.fetcher(m))
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, n.fsys.errno("read", n.id, err)
+		return nil, n.fsys.errno("read", n.entityID(), err)
 	}
 	return fuse.ReadResultData(dest[:got]), 0
 }
 
-func (n *fileNode) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
+// readStaged reads a file being written from its spool file, so a writer
+// reads back what it wrote.
+func (n *fileNode) readStaged(dest []byte, off int64) (int, bool, error) {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if n.staged == nil {
+		return 0, false, nil
+	}
+	got, err := n.staged.entry.File().ReadAt(dest, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return got, true, err
+}
+
+func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if h, ok := fh.(*fileHandle); !ok || !h.write || n.staged == nil {
+		return 0, syscall.EBADF
+	}
+	got, err := n.staged.entry.File().WriteAt(data, off)
+	n.staged.dirty = true
+	if err != nil {
+		return uint32(got), n.fsys.errno("write", n.entityID(), err)
+	}
+	return uint32(got), 0
+}
+
+// Flush runs at every close(2): what was written is uploaded now, and a
+// failure reaches the application as close's error.
+func (n *fileNode) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	if h, ok := fh.(*fileHandle); !ok || !h.write {
+		return 0
+	}
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	return n.commitStaged(ctx)
+}
+
+// Fsync makes what is staged so far a version in Synapse.
+func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	return n.Flush(ctx, fh)
+}
+
+func (n *fileNode) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	if h, ok := fh.(*fileHandle); ok && h.write {
+		n.wmu.Lock()
+		n.releaseStaging()
+		n.wmu.Unlock()
+	}
+	return 0
+}
+
+// Setattr: truncate is a write; touch (times) is accepted and has no
+// effect, since Synapse keeps its own modifiedOn; owners and modes other
+// than the mount's cannot be stored: EPERM.
+func (n *fileNode) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.readOnly {
+		return syscall.EROFS
+	}
+	if mode, ok := in.GetMode(); ok && mode&0o7777 != n.fsys.fileMode() {
+		return syscall.EPERM
+	}
+	if uid, ok := in.GetUID(); ok && uid != n.fsys.opts.Owner.UID {
+		return syscall.EPERM
+	}
+	if gid, ok := in.GetGID(); ok && gid != n.fsys.opts.Owner.GID {
+		return syscall.EPERM
+	}
+	if size, ok := in.GetSize(); ok {
+		if errno := n.truncate(ctx, fh, int64(size)); errno != 0 {
+			return errno
+		}
+	}
+	n.fill(&out.Attr)
+	return 0
+}
+
+// truncate while the file is open for writing changes the staged bytes; a
+// truncate(2) of a file nobody writes is a whole write of its own, uploaded
+// at once.
+func (n *fileNode) truncate(ctx context.Context, fh gofs.FileHandle, size int64) syscall.Errno {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if n.staged != nil {
+		// Part of a write in progress (ftruncate, or open's O_TRUNC): it
+		// is uploaded when the writers close.
+		if err := n.staged.entry.File().Truncate(size); err != nil {
+			return n.fsys.errno("truncate", n.entityID(), err)
+		}
+		n.staged.dirty = true
+		return 0
+	}
+	if err := n.stage(ctx, size == 0); err != nil {
+		return n.fsys.errno("truncate", n.entityID(), err)
+	}
+	n.staged.writers++
+	defer n.releaseStaging()
+	if err := n.staged.entry.File().Truncate(size); err != nil {
+		return n.fsys.errno("truncate", n.entityID(), err)
+	}
+	n.staged.dirty = true
+	return n.commitStaged(ctx)
 }
 
 // fetcher reads one span of a file's object from S3 for the block cache.

@@ -13,9 +13,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/synfs/synfs/cache"
+	"github.com/synfs/synfs/fs/spool"
 	"github.com/synfs/synfs/s3io"
 	"github.com/synfs/synfs/synapse"
 )
@@ -38,6 +41,9 @@ type Options struct {
 	S3Endpoint string
 	// ReadOnly asks for a read-only mount even where writes would be possible.
 	ReadOnly bool
+	// SpoolDir holds bytes being written until Synapse has them; default
+	// <user cache dir>/synfs/spool.
+	SpoolDir string
 
 	// Owner is shown as every node's uid and gid; nil means the mounting user.
 	Owner             *Owner
@@ -82,7 +88,15 @@ type Filesystem struct {
 
 	metaMu sync.Mutex
 	metas  map[string]fileMeta // by entity id
+
+	// Writes (external read-write STS folders only).
+	dest    *synapse.UploadDestination
+	spool   *spool.Spool
+	tempIno atomic.Uint64 // inode numbers of files created but not yet uploaded
 }
+
+// tempInoBase starts the inode numbers of new files above any Synapse id.
+const tempInoBase = 1 << 62
 
 // SetupError is a reason the folder cannot be mounted, worded for the one
 // line the command prints.
@@ -156,12 +170,34 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 	if endpoint == "" && dest.IsExternal() && dest.EndpointURL != "" && dest.EndpointURL != "https://s3.amazonaws.com" {
 		endpoint = dest.EndpointURL
 	}
-	store, err := s3io.New(ctx, s3io.Options{
+	s3opts := s3io.Options{
 		Vendor:     stsVendor{client: c, entityID: id},
 		Endpoint:   endpoint,
 		HTTPClient: opts.HTTPClient,
 		Logger:     opts.Logger,
-	})
+	}
+	whyReadOnly := ""
+	var store *s3io.Store
+	switch {
+	case opts.ReadOnly:
+		whyReadOnly = "--read-only was given"
+	case !dest.IsExternal():
+		whyReadOnly = "the folder is in Synapse storage, where STS allows reading only"
+	default:
+		// Writes need read_write credentials: UPDATE, CREATE and DELETE on
+		// the folder besides DOWNLOAD.
+		s3opts.Write = true
+		store, err = s3io.New(ctx, s3opts)
+		if synapse.IsForbidden(err) {
+			whyReadOnly = "Synapse refuses read_write credentials: you lack UPDATE, CREATE or DELETE on " + id
+			s3opts.Write = false
+		} else if err != nil {
+			return nil, setupErr(err, "%s: getting read_write STS credentials: %v", id, err)
+		}
+	}
+	if store == nil {
+		store, err = s3io.New(ctx, s3opts)
+	}
 	switch {
 	case synapse.IsForbidden(err):
 		return nil, setupErr(err, "%s: you may not download its files (no DOWNLOAD permission), so STS credentials are refused", id)
@@ -179,18 +215,34 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 		log:      opts.Logger.With("folder", id),
 		prefetch: make(chan struct{}, 8),
 		metas:    map[string]fileMeta{},
-		readOnly: true,
+		readOnly: whyReadOnly != "",
+		dest:     dest,
 	}
-	switch {
-	case opts.ReadOnly:
-		f.whyReadOnly = "--read-only was given"
-	case !dest.IsExternal():
-		f.whyReadOnly = "the folder is in Synapse storage, where STS allows reading only"
-	default:
-		f.whyReadOnly = "this version of synfs does not write yet"
+	f.whyReadOnly = whyReadOnly
+	f.tempIno.Store(tempInoBase)
+	if !f.readOnly {
+		dir := opts.SpoolDir
+		if dir == "" {
+			cache, err := os.UserCacheDir()
+			if err != nil {
+				return nil, setupErr(err, "no --spool-dir and no user cache directory: %v", err)
+			}
+			dir = filepath.Join(cache, "synfs", "spool")
+		}
+		if f.spool, err = spool.Open(dir); err != nil {
+			return nil, setupErr(err, "spool directory %s: %v", dir, err)
+		}
 	}
 	f.root = &dirNode{fsys: f, id: id, name: ent.Name, mtime: ent.ModifiedOn}
 	return f, nil
+}
+
+// notWritableOr is EROFS on a read-only mount and errno otherwise.
+func (f *Filesystem) notWritableOr(errno syscall.Errno) syscall.Errno {
+	if f.readOnly {
+		return syscall.EROFS
+	}
+	return errno
 }
 
 // ReadOnly reports whether the mount refuses changes, and why.
@@ -222,6 +274,9 @@ func (f *Filesystem) Mount(mountpoint string, mo MountOptions) (*fuse.Server, er
 		Debug:         mo.Debug,
 		// Synapse has no extended attributes to offer.
 		DisableXAttrs: true,
+		// open(O_TRUNC) arrives as one request instead of an open and a
+		// separate truncate.
+		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 	}
 	if f.readOnly {
 		fuseOpts.Options = append(fuseOpts.Options, "ro")
@@ -240,6 +295,16 @@ func (f *Filesystem) Mount(mountpoint string, mo MountOptions) (*fuse.Server, er
 		return nil, fmt.Errorf("mounting at %s: %w", mountpoint, err)
 	}
 	f.log.Info("mounted", "mountpoint", mountpoint, "read_only", f.readOnly, "why", f.whyReadOnly)
+	if !f.readOnly {
+		// Finish what an earlier mount of this folder left in the spool.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			if _, err := f.Recover(ctx); err != nil {
+				f.log.Error("reading the spool", "err", err)
+			}
+		}()
+	}
 	return server, nil
 }
 
@@ -290,6 +355,8 @@ func (f *Filesystem) errno(op, id string, err error) syscall.Errno {
 		return syscall.ENOENT
 	case synapse.IsForbidden(err), errors.Is(err, s3io.ErrAccessDenied):
 		return syscall.EACCES
+	case errors.Is(err, s3io.ErrReadOnly):
+		return syscall.EROFS
 	}
 	f.log.Error("I/O error", "op", op, "entity", id, "err", err)
 	return syscall.EIO

@@ -21,6 +21,9 @@ var (
 	// ErrChanged: the object is no longer the version the caller knew (its
 	// ETag differs), so its bytes must not be mixed with cached ones.
 	ErrChanged = errors.New("s3io: object changed")
+	// ErrReadOnly: a write on a Store opened without Options.Write; nothing
+	// was sent. The fs layer maps it to EROFS.
+	ErrReadOnly = errors.New("s3io: store holds read-only credentials")
 )
 
 // classify wraps err in the sentinel its answer matches, keeping err
@@ -45,6 +48,14 @@ func errorCode(err error) string {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		return ae.ErrorCode()
+	}
+	return ""
+}
+
+func errorMessage(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorMessage()
 	}
 	return ""
 }

@@ -1,5 +1,6 @@
 // Package s3io is synfs's data plane: it reads object bytes straight from
-// S3 with the temporary credentials that Synapse vends for an STS folder.
+// S3, and uploads staged files to it, with the temporary credentials that
+// Synapse vends for an STS folder.
 //
 // One Store serves one STS root (bucket + base key). It keeps the vended
 // credentials in one cache shared by all readers, refreshes them before
@@ -8,8 +9,8 @@
 // region, transient S3 errors, and bodies cut off mid-transfer.
 //
 // It knows nothing of Synapse's JSON: a Vendor adapter supplies credentials.
-// Errors wrap ErrNotFound, ErrAccessDenied and ErrChanged so that the fs
-// layer can map them to errno values with errors.Is.
+// Errors wrap ErrNotFound, ErrAccessDenied, ErrChanged and ErrReadOnly so
+// that the fs layer can map them to errno values with errors.Is.
 package s3io
 
 import (
@@ -58,9 +59,9 @@ type Options struct {
 	// that short-lived credentials are still used for half their life.
 	RefreshBefore time.Duration
 
-	// MaxAttempts bounds, per ReadAt or Head, the SDK's attempts for each
-	// request (transient 5xx, throttling, connection errors) and, separately,
-	// the resumptions of bodies cut off mid-transfer. Default 5.
+	// MaxAttempts bounds the SDK's attempts for each request (transient
+	// 5xx, throttling, connection errors; uploads included) and, separately,
+	// per ReadAt, the resumptions of bodies cut off mid-transfer. Default 5.
 	MaxAttempts int
 
 	Logger *slog.Logger // nil: discard
@@ -77,6 +78,8 @@ type Store struct {
 	base   s3.Options // the client's options but the region; for a region switch
 	mu     sync.Mutex // serializes region switches
 	client atomic.Pointer[regionalClient]
+
+	noACL atomic.Bool // the bucket refused a canned ACL: stop sending one
 
 	stats counters
 }
@@ -96,10 +99,15 @@ type Stats struct {
 	ExpiredRetries int64 // requests repeated after an ExpiredToken answer
 	Resumes        int64 // GETs re-issued after a body broke off
 	RegionSwitches int64 // region corrections from x-amz-bucket-region
+	Puts           int64 // PutObject calls, repeats after ExpiredToken or an ACL refusal included
+	Parts          int64 // UploadPart calls, likewise
+	BytesUploaded  int64 // bytes of objects and parts S3 accepted (parts of aborted uploads included)
+	Aborts         int64 // multipart uploads abandoned after a failure
 }
 
 type counters struct {
 	gets, heads, attempts, bytesRead, vends, expiredRetries, resumes, regionSwitches atomic.Int64
+	puts, parts, bytesUploaded, aborts                                               atomic.Int64
 }
 
 // New builds a Store and vends credentials once, so that a folder without
@@ -228,6 +236,7 @@ func (s *Store) Stats() Stats {
 	return Stats{
 		Gets: c.gets.Load(), Heads: c.heads.Load(), Attempts: c.attempts.Load(), BytesRead: c.bytesRead.Load(),
 		Vends: c.vends.Load(), ExpiredRetries: c.expiredRetries.Load(), Resumes: c.resumes.Load(), RegionSwitches: c.regionSwitches.Load(),
+		Puts: c.puts.Load(), Parts: c.parts.Load(), BytesUploaded: c.bytesUploaded.Load(), Aborts: c.aborts.Load(),
 	}
 }
 

@@ -269,7 +269,9 @@ func TestErrors(t *testing.T) {
 		{"key outside the prefix", "elsewhere/secret.bin", "", s3io.ErrAccessDenied, true},
 		{"missing key outside the prefix", "elsewhere/nothing", "", s3io.ErrAccessDenied, true},
 		{"owner.txt is denied", base + "/owner.txt", "", s3io.ErrAccessDenied, true},
-		{"missing key under the prefix", base + "/no/such/object", "", s3io.ErrNotFound, true},
+		// S3 says 404 only to callers with s3:ListBucket on the whole
+		// bucket; STS credentials have it for the prefix only, so 403.
+		{"missing key under the prefix", base + "/no/such/object", "", s3io.ErrAccessDenied, true},
 		{"wrong etag", f.keys["big.bin"], "0123456789abcdef0123456789abcdef", s3io.ErrChanged, false},
 	}
 	sentinels := []error{s3io.ErrAccessDenied, s3io.ErrNotFound, s3io.ErrChanged}

@@ -15,6 +15,7 @@ const usage = `usage: synfs <command> [flags]
 
 commands:
   mount        mount a Synapse STS folder: synfs mount [flags] SYN_ID MOUNTPOINT
+  recover      upload what a killed or failed mount left in the spool: synfs recover [flags] SYN_ID
   demo         mount a generated sample folder served by the built-in emulator
   dev-server   run the Synapse + S3 emulator until interrupted
   version      print the version
@@ -37,6 +38,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "mount":
 		return mountCmd(ctx, args[1:], stderr)
+	case "recover":
+		return recoverCmd(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return demoCmd(ctx, args[1:], stdout, stderr)
 	case "dev-server":

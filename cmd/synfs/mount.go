@@ -34,7 +34,7 @@ type mountFlags struct {
 	fileMode, dirMode                             octalFlag
 	metadataTTL                                   time.Duration
 	maxMemory                                     sizeFlag
-	logFile                                       string
+	logFile, spoolDir                             string
 }
 
 func (m *mountFlags) register(fs *flag.FlagSet) {
@@ -54,6 +54,7 @@ func (m *mountFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&m.metadataTTL, "metadata-ttl", time.Minute, "how long listings and attributes are trusted before asking Synapse again")
 	m.maxMemory = 512 << 20
 	fs.Var(&m.maxMemory, "max-memory", "memory budget of the block cache, e.g. 512M or 2G")
+	fs.StringVar(&m.spoolDir, "spool-dir", "", "where written bytes wait until Synapse has them (default ~/.cache/synfs/spool)")
 	fs.StringVar(&m.logFile, "log-file", "", "where a backgrounded mount logs (default ~/.cache/synfs/SYN_ID.log)")
 }
 
@@ -124,27 +125,52 @@ func serveMount(ctx context.Context, m *mountFlags, id, mountpoint string, stder
 		ready(line)
 		return code
 	}
+	log := m.logger(stderr)
+	fsys, code, err := m.open(ctx, id, log)
+	if err != nil {
+		return fail(code, err)
+	}
+	server, err := fsys.Mount(mountpoint, synfs.MountOptions{AllowOther: m.allowOther, Debug: m.debug})
+	if err != nil {
+		return fail(1, err)
+	}
+	ro, why := fsys.ReadOnly()
+	mode := "read-write"
+	if ro {
+		mode = "read-only: " + why
+	}
+	msg := fmt.Sprintf("mounted %s (%q) at %s, %s", id, fsys.RootName(), mountpoint, mode)
+	log.Info(msg)
+	ready("ok " + msg)
+	return waitUnmount(ctx, server, mountpoint, log)
+}
+
+func (m *mountFlags) logger(w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if m.debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
 
+// open signs in and resolves the folder as the flags say; the int is the
+// exit code a failure deserves.
+func (m *mountFlags) open(ctx context.Context, id string, log *slog.Logger) (*synfs.Filesystem, int, error) {
 	home, _ := os.UserHomeDir()
 	token, source, err := synapse.FindToken(m.token, os.Getenv, home)
 	if err != nil {
-		return fail(1, err)
+		return nil, 1, err
 	}
 	if token == "" {
-		return fail(1, errors.New("no Synapse token: pass --token, set SYNAPSE_AUTH_TOKEN, or put authtoken in ~/.synapseConfig"))
+		return nil, 1, errors.New("no Synapse token: pass --token, set SYNAPSE_AUTH_TOKEN, or put authtoken in ~/.synapseConfig")
 	}
 	log.Debug("using token", "from", source)
 	client, err := synapse.NewClient(synapse.Config{RepoEndpoint: m.repoEndpoint, FileEndpoint: m.fileEndpoint, Token: token, Logger: log})
 	if err != nil {
-		return fail(2, err)
+		return nil, 2, err
 	}
 	opts := synfs.Options{
-		Client: client, FolderID: id, S3Endpoint: m.s3Endpoint, ReadOnly: m.readOnly,
+		Client: client, FolderID: id, S3Endpoint: m.s3Endpoint, ReadOnly: m.readOnly, SpoolDir: m.spoolDir,
 		FileMode: uint32(m.fileMode), DirMode: uint32(m.dirMode), MetadataTTL: m.metadataTTL,
 		MaxMemory: int64(m.maxMemory), Logger: log,
 	}
@@ -161,21 +187,9 @@ func serveMount(ctx context.Context, m *mountFlags, id, mountpoint string, stder
 	defer cancel()
 	fsys, err := synfs.Open(setupCtx, opts)
 	if err != nil {
-		return fail(1, err)
+		return nil, 1, err
 	}
-	server, err := fsys.Mount(mountpoint, synfs.MountOptions{AllowOther: m.allowOther, Debug: m.debug})
-	if err != nil {
-		return fail(1, err)
-	}
-	ro, why := fsys.ReadOnly()
-	mode := "read-write"
-	if ro {
-		mode = "read-only: " + why
-	}
-	msg := fmt.Sprintf("mounted %s (%q) at %s, %s", id, fsys.RootName(), mountpoint, mode)
-	log.Info(msg)
-	ready("ok " + msg)
-	return waitUnmount(ctx, server, mountpoint, log)
+	return fsys, 0, nil
 }
 
 // waitUnmount serves until the mount goes away (fusermount3 -u, umount) or

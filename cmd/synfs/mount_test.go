@@ -12,6 +12,7 @@ import (
 
 	"github.com/synfs/synfs/synapse"
 	"github.com/synfs/synfs/synapse/synapsetest"
+	"github.com/synfs/synfs/synapse/synapsetest/netem"
 )
 
 // synfsBin is the command built once for the tests that run it as a user
@@ -257,4 +258,82 @@ func TestOptionParsing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestKilledMountLosesNoClosedFile: SIGKILL while a close is uploading;
+// synfs recover lands the bytes, and the files closed before are in
+// Synapse already.
+func TestKilledMountLosesNoClosedFile(t *testing.T) {
+	requireFUSE(t)
+	w := newWorld(t, synapsetest.Options{})
+	imp, err := w.srv.Import(t.Context(), "outbox", t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spool, mp := t.TempDir(), t.TempDir()
+	args := append(append([]string{"mount", "-f", "--spool-dir", spool}, w.endpoints...), imp.FolderID, mp)
+	cmd := exec.Command(synfsBin, args...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "SYNAPSE_AUTH_TOKEN="+w.srv.Owner.Token)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(20 * time.Second); !isMounted(t, mp); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not mounted: %s", stderr.String())
+		}
+	}
+	defer exec.Command("umount", "-l", mp).Run()
+	for _, name := range []string{"one.txt", "two.txt"} {
+		if err := os.WriteFile(filepath.Join(mp, name), []byte("closed "+name), 0o644); err != nil {
+			t.Fatalf("write %s: %v", name, err)
+		}
+	}
+	// Slow S3 answers down so that the next close is mid-upload when the
+	// mount dies.
+	w.srv.S3Conditions().SetShaping(netem.Shaping{Latency: 5 * time.Second})
+	closing := make(chan error, 1)
+	go func() { closing <- os.WriteFile(filepath.Join(mp, "three.txt"), []byte("closing three"), 0o644) }()
+	time.Sleep(time.Second)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	<-closing
+	exec.Command("umount", "-l", mp).Run()
+	w.srv.S3Conditions().SetShaping(netem.Shaping{})
+
+	c := ownerClient(t, w.srv)
+	for _, name := range []string{"one.txt", "two.txt"} {
+		if _, err := c.LookupChild(t.Context(), imp.FolderID, name); err != nil {
+			t.Fatalf("%s, closed before the kill: %v", name, err)
+		}
+	}
+	rec := exec.Command(synfsBin, append(append([]string{"recover", "--spool-dir", spool}, w.endpoints...), imp.FolderID)...)
+	rec.Env = cmd.Env
+	out, err := rec.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "uploaded three.txt") {
+		t.Fatalf("synfs recover: %v\n%s", err, out)
+	}
+	id, err := c.LookupChild(t.Context(), imp.FolderID, "three.txt")
+	if err != nil {
+		t.Fatalf("three.txt after recover: %v", err)
+	}
+	e, _ := c.GetEntity(t.Context(), id)
+	h, err := c.DataFileHandle(t.Context(), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := w.srv.GetObject(t.Context(), h.BucketName, h.Key); err != nil || string(b) != "closing three" {
+		t.Fatalf("three.txt bytes = %q, %v", b, err)
+	}
+}
+
+func ownerClient(t *testing.T, srv *synapsetest.Server) *synapse.Client {
+	t.Helper()
+	c, err := synapse.NewClient(synapse.Config{RepoEndpoint: srv.RepoEndpoint, FileEndpoint: srv.FileEndpoint, Token: srv.Owner.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -2,12 +2,13 @@ package synapsetest
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // The concrete types the emulator understands. Synapse's JSON is a
@@ -165,16 +166,7 @@ func parseSynID(s string) (int64, bool) {
 	return n, err == nil && n > 0
 }
 
-func newUUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err) // crypto/rand never fails on Linux
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
+func newUUID() string { return uuid.NewString() }
 
 // randomKey returns n characters from alphabet, for vended AWS keys.
 func randomKey(alphabet string, n int) string {

@@ -1,0 +1,309 @@
+package fs
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"path"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/synfs/synfs/fs/spool"
+	"github.com/synfs/synfs/s3io"
+	"github.com/synfs/synfs/synapse"
+)
+
+// The write path exists only on external read-write STS folders. Bytes are
+// staged in a spool file; on flush (close), fsync or recovery they are
+// uploaded to <baseKey>/<uuid>/<name>, registered as an external file handle
+// and made the file's new version. A staged file leaves the spool only once
+// all of that succeeded: nothing closed is lost to a crash or a failure.
+
+// synapseNameRE is the set of names Synapse can hold.
+var synapseNameRE = regexp.MustCompile(`^[a-zA-Z0-9,_. \-+()']+$`)
+
+// checkName refuses, with EINVAL, a name Synapse cannot hold (it would
+// store a trimmed one, or refuse it), and says why in the log.
+func (f *Filesystem) checkName(name string) syscall.Errno {
+	why := ""
+	switch {
+	case len(name) > 256:
+		why = "longer than 256 characters"
+	case strings.TrimSpace(name) != name:
+		why = "leading or trailing spaces (Synapse trims them)"
+	case !synapseNameRE.MatchString(name):
+		why = "characters outside letters, digits, space and , _ . - + ( ) '"
+	default:
+		return 0
+	}
+	f.log.Warn("name refused: Synapse cannot hold it", "name", name, "why", why)
+	return syscall.EINVAL
+}
+
+// staging is a file's bytes being written: one spool entry shared by every
+// open writable handle of the file, so two writers through this mount see
+// one file and their uploads are serialised by fileNode.wmu.
+type staging struct {
+	entry   *spool.Entry
+	writers int
+	dirty   bool // written since the last successful commit
+}
+
+// stage starts staging n's bytes for writing, from its current bytes unless
+// truncate. Called with n.wmu held.
+func (n *fileNode) stage(ctx context.Context, truncate bool) error {
+	if n.staged != nil {
+		if truncate {
+			if err := n.staged.entry.File().Truncate(0); err != nil {
+				return err
+			}
+			n.staged.dirty = true
+		}
+		return nil
+	}
+	parentID, name := n.location()
+	m := n.current()
+	entry, err := n.fsys.spool.Create(spool.Journal{
+		Root: n.fsys.opts.FolderID, ParentID: parentID, Name: name, EntityID: n.id, Created: time.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("staging %s: %w", name, err)
+	}
+	st := &staging{entry: entry, dirty: truncate || n.id == ""}
+	if !truncate && n.id != "" && m.size > 0 {
+		// Opening without O_TRUNC starts from the current bytes.
+		r := io.NewSectionReader(readerAtFunc(func(p []byte, off int64) (int, error) {
+			return n.fsys.blocks.ReadAt(ctx, m.handleID, m.size, p, off, n.fsys.fetcher(m))
+		}), 0, m.size)
+		if _, err := io.Copy(entry.File(), r); err != nil {
+			entry.Remove()
+			return fmt.Errorf("copying the current bytes of %s into the spool: %w", n.id, err)
+		}
+	}
+	n.staged = st
+	return nil
+}
+
+type readerAtFunc func(p []byte, off int64) (int, error)
+
+func (r readerAtFunc) ReadAt(p []byte, off int64) (int, error) { return r(p, off) }
+
+// commitStaged uploads what is staged if it changed. Called with n.wmu held.
+func (n *fileNode) commitStaged(ctx context.Context) syscall.Errno {
+	st := n.staged
+	if st == nil || !st.dirty {
+		return 0
+	}
+	if err := st.entry.Update(func(j *spool.Journal) { j.Closed = true }); err != nil {
+		return n.fsys.errno("stage", n.id, err)
+	}
+	if err := st.entry.Sync(); err != nil {
+		return n.fsys.errno("stage", n.id, err)
+	}
+	res, err := n.fsys.commit(ctx, st.entry)
+	if err != nil {
+		st.entry.Update(func(j *spool.Journal) { j.Attempts++; j.LastError = err.Error() })
+		return n.fsys.writeErrno(n.id, st.entry, err)
+	}
+	st.dirty = false
+	// Later writes through still-open handles version this entity.
+	st.entry.Update(func(j *spool.Journal) { j.EntityID, j.Closed, j.Attempts, j.LastError = res.entity.ID, false, 0, "" })
+	n.committed(res)
+	return 0
+}
+
+// committed installs the new version: reads go to the new handle, the
+// kernel drops the old bytes, the folder listing shows the entity.
+func (n *fileNode) committed(res commitResult) {
+	n.mu.Lock()
+	newEntity := n.id == ""
+	n.id = res.entity.ID
+	n.mu.Unlock()
+	n.update(res.meta)
+	if parent, ok := n.parentDir(); ok {
+		parent.remember(res.header)
+	}
+	if newEntity {
+		n.fsys.log.Info("created", "entity", res.entity.ID, "name", res.entity.Name, "size", res.meta.size)
+	}
+}
+
+// releaseStaging drops a writer; the spool entry goes when nothing is left
+// to upload. A failed upload stays in the spool for recovery.
+func (n *fileNode) releaseStaging() {
+	st := n.staged
+	if st == nil {
+		return
+	}
+	st.writers--
+	if st.writers > 0 {
+		return
+	}
+	n.staged = nil
+	if !st.dirty {
+		st.entry.Remove()
+		return
+	}
+	// Let go of the entry so that synfs recover, another mount or this
+	// one's next recovery pass can claim it.
+	st.entry.Close()
+	n.fsys.log.Error("staged bytes kept in the spool for recovery", "entity", n.id, "spool", st.entry.ID())
+}
+
+type commitResult struct {
+	entity *synapse.Entity
+	meta   fileMeta
+	header synapse.EntityHeader
+}
+
+// commit uploads a spool entry's bytes and makes them the file's current
+// version in Synapse. It is the whole write protocol, shared by close,
+// fsync and recovery.
+func (f *Filesystem) commit(ctx context.Context, e *spool.Entry) (commitResult, error) {
+	j := e.Journal()
+	file := e.File()
+	size, sum, err := fileMD5(file)
+	if err != nil {
+		return commitResult{}, fmt.Errorf("reading the spool file: %w", err)
+	}
+	key := path.Join(f.dest.BaseKey, uuid.NewString(), j.Name)
+	ctype := mime.TypeByExtension(path.Ext(j.Name))
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	if _, err := f.store.Upload(ctx, key, file, size, s3io.UploadOptions{ContentType: ctype}); err != nil {
+		return commitResult{}, fmt.Errorf("uploading %s: %w", j.Name, err)
+	}
+	h, err := f.client.CreateExternalS3FileHandle(ctx, &synapse.S3FileHandle{
+		StorageLocationID: f.dest.StorageLocationID, BucketName: f.store.Bucket(), Key: key,
+		ContentMD5: sum, ContentSize: size, FileName: j.Name, ContentType: ctype,
+	})
+	if err != nil {
+		return commitResult{}, fmt.Errorf("registering s3://%s/%s: %w", f.store.Bucket(), key, err)
+	}
+	ent, err := f.attachHandle(ctx, j, h.ID)
+	if err != nil {
+		return commitResult{}, err
+	}
+	m := fileMeta{version: ent.VersionNumber, modified: ent.ModifiedOn, handleID: h.ID, key: key, size: size, md5: sum}
+	f.metaMu.Lock()
+	f.metas[ent.ID] = m
+	f.metaMu.Unlock()
+	hdr := synapse.EntityHeader{ID: ent.ID, Name: ent.Name, Type: synapse.TypeFile, VersionNumber: ent.VersionNumber, ModifiedOn: ent.ModifiedOn, CreatedOn: ent.CreatedOn}
+	return commitResult{entity: ent, meta: m, header: hdr}, nil
+}
+
+// attachHandle makes handle the current data of the journal's file:
+// a new FileEntity, or a new version of the existing one. A stale etag is
+// someone else's newer version: re-read and version on top of it, so
+// neither write is lost.
+func (f *Filesystem) attachHandle(ctx context.Context, j spool.Journal, handleID string) (*synapse.Entity, error) {
+	id := j.EntityID
+	if id == "" {
+		ent, err := f.client.CreateFile(ctx, j.Name, j.ParentID, handleID)
+		if err == nil {
+			return ent, nil
+		}
+		if !synapse.IsConflict(err) {
+			return nil, fmt.Errorf("creating %s in %s: %w", j.Name, j.ParentID, err)
+		}
+		// Created meanwhile (another mount, the web UI): version it.
+		if id, err = f.client.LookupChild(ctx, j.ParentID, j.Name); err != nil {
+			return nil, fmt.Errorf("finding %s in %s: %w", j.Name, j.ParentID, err)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		ent, err := f.client.GetEntity(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", id, err)
+		}
+		ent.DataFileHandleID = handleID
+		ent.VersionLabel, ent.VersionComment = "", ""
+		updated, err := f.client.UpdateEntity(ctx, ent)
+		if err == nil {
+			return updated, nil
+		}
+		if !synapse.IsPreconditionFailed(err) || attempt >= 5 {
+			return nil, fmt.Errorf("versioning %s: %w", id, err)
+		}
+	}
+}
+
+func fileMD5(file io.ReaderAt) (int64, string, error) {
+	h := md5.New()
+	n, err := io.Copy(h, io.NewSectionReader(file, 0, 1<<62))
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// writeErrno is what close or fsync returns when a commit failed: EACCES
+// when Synapse refused (only the storage location's creator may register
+// files in it), EIO otherwise. Either way the bytes stay in the spool.
+func (f *Filesystem) writeErrno(id string, e *spool.Entry, err error) syscall.Errno {
+	if synapse.IsForbidden(err) || errors.Is(err, s3io.ErrAccessDenied) {
+		f.log.Error("Synapse refused the write; the bytes stay in the spool", "entity", id, "spool", e.ID(), "err", err)
+		return syscall.EACCES
+	}
+	f.log.Error("upload failed; the bytes stay in the spool for synfs recover or the next mount", "entity", id, "spool", e.ID(), "err", err)
+	return syscall.EIO
+}
+
+// RecoveryResult reports one staged file found from an earlier run.
+type RecoveryResult struct {
+	Name, ParentID, EntityID string
+	Err                      error
+}
+
+// Recover finishes the uploads a killed or failed mount left in the spool
+// for this folder. Entries another live mount holds are skipped.
+func (f *Filesystem) Recover(ctx context.Context) ([]RecoveryResult, error) {
+	if f.spool == nil {
+		return nil, nil
+	}
+	pending, err := f.spool.Pending(f.opts.FolderID)
+	if err != nil {
+		return nil, err
+	}
+	var out []RecoveryResult
+	for _, e := range pending {
+		j := e.Journal()
+		r := RecoveryResult{Name: j.Name, ParentID: j.ParentID}
+		switch {
+		case e.Damaged() != nil:
+			r.Err = fmt.Errorf("the journal of spool entry %s is damaged; its bytes are kept at %s: %w", e.ID(), e.Path(), e.Damaged())
+		case !j.Closed:
+			// A writer died mid-write: uploading could replace a good
+			// version with torn bytes. The user decides.
+			r.Err = fmt.Errorf("%s was never closed (its writer stopped mid-write); the partial bytes are kept at %s", j.Name, e.Path())
+		}
+		if r.Err != nil {
+			e.Close()
+			f.log.Warn("not recovered", "name", j.Name, "err", r.Err)
+			out = append(out, r)
+			continue
+		}
+		res, err := f.commit(ctx, e)
+		if err != nil {
+			e.Update(func(j *spool.Journal) { j.Attempts++; j.LastError = err.Error() })
+			e.Close()
+			r.Err = err
+			f.log.Error("recovery failed; the bytes stay in the spool", "name", j.Name, "parent", j.ParentID, "err", err)
+		} else {
+			e.Remove()
+			r.EntityID = res.entity.ID
+			f.log.Info("recovered a staged file", "name", j.Name, "entity", res.entity.ID)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
