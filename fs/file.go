@@ -186,8 +186,7 @@ func (n *fileNode) Write(ctx context.Context, fh gofs.FileHandle, data []byte, o
 	if h, ok := fh.(*fileHandle); !ok || !h.write || n.staged == nil {
 		return 0, syscall.EBADF
 	}
-	got, err := n.staged.entry.File().WriteAt(data, off)
-	n.staged.dirty = true
+	got, err := n.staged.writeAt(data, off)
 	if err != nil {
 		return uint32(got), n.fsys.errno("write", n.entityID(), err)
 	}
@@ -253,10 +252,9 @@ func (n *fileNode) truncate(ctx context.Context, fh gofs.FileHandle, size int64)
 	if n.staged != nil {
 		// Part of a write in progress (ftruncate, or open's O_TRUNC): it
 		// is uploaded when the writers close.
-		if err := n.staged.entry.File().Truncate(size); err != nil {
+		if err := n.staged.truncate(size); err != nil {
 			return n.fsys.errno("truncate", n.entityID(), err)
 		}
-		n.staged.dirty = true
 		return 0
 	}
 	if err := n.stage(ctx, size == 0); err != nil {
@@ -264,10 +262,9 @@ func (n *fileNode) truncate(ctx context.Context, fh gofs.FileHandle, size int64)
 	}
 	n.staged.writers++
 	defer n.releaseStaging()
-	if err := n.staged.entry.File().Truncate(size); err != nil {
+	if err := n.staged.truncate(size); err != nil {
 		return n.fsys.errno("truncate", n.entityID(), err)
 	}
-	n.staged.dirty = true
 	return n.commitStaged(ctx)
 }
 

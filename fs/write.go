@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"mime"
 	"path"
@@ -55,6 +56,46 @@ type staging struct {
 	entry   *spool.Entry
 	writers int
 	dirty   bool // written since the last successful commit
+
+	// sum hashes the staged bytes as long as they were written front to
+	// back (cp, a program writing a file out), so close needs no second
+	// pass over a large file; nil once a write lands elsewhere.
+	sum    hash.Hash
+	summed int64
+}
+
+func (st *staging) writeAt(data []byte, off int64) (int, error) {
+	got, err := st.entry.File().WriteAt(data, off)
+	st.dirty = true
+	if st.sum != nil {
+		if off == st.summed && err == nil {
+			st.sum.Write(data)
+			st.summed += int64(got)
+		} else {
+			st.sum = nil
+		}
+	}
+	return got, err
+}
+
+func (st *staging) truncate(size int64) error {
+	st.dirty = true
+	if size != st.summed {
+		st.sum = nil
+	}
+	return st.entry.File().Truncate(size)
+}
+
+// knownMD5 is the staged bytes' MD5 when writing computed it already.
+func (st *staging) knownMD5() (int64, string, bool) {
+	if st.sum == nil {
+		return 0, "", false
+	}
+	info, err := st.entry.File().Stat()
+	if err != nil || info.Size() != st.summed {
+		return 0, "", false
+	}
+	return st.summed, hex.EncodeToString(st.sum.Sum(nil)), true
 }
 
 // stage starts staging n's bytes for writing, from its current bytes unless
@@ -62,10 +103,7 @@ type staging struct {
 func (n *fileNode) stage(ctx context.Context, truncate bool) error {
 	if n.staged != nil {
 		if truncate {
-			if err := n.staged.entry.File().Truncate(0); err != nil {
-				return err
-			}
-			n.staged.dirty = true
+			return n.staged.truncate(0)
 		}
 		return nil
 	}
@@ -77,16 +115,18 @@ func (n *fileNode) stage(ctx context.Context, truncate bool) error {
 	if err != nil {
 		return fmt.Errorf("staging %s: %w", name, err)
 	}
-	st := &staging{entry: entry, dirty: truncate || n.id == ""}
+	st := &staging{entry: entry, dirty: truncate || n.id == "", sum: md5.New()}
 	if !truncate && n.id != "" && m.size > 0 {
 		// Opening without O_TRUNC starts from the current bytes.
 		r := io.NewSectionReader(readerAtFunc(func(p []byte, off int64) (int, error) {
 			return n.fsys.blocks.ReadAt(ctx, m.handleID, m.size, p, off, n.fsys.fetcher(m))
 		}), 0, m.size)
-		if _, err := io.Copy(entry.File(), r); err != nil {
+		copied, err := io.Copy(io.MultiWriter(entry.File(), st.sum), r)
+		if err != nil {
 			entry.Remove()
 			return fmt.Errorf("copying the current bytes of %s into the spool: %w", n.id, err)
 		}
+		st.summed = copied
 	}
 	n.staged = st
 	return nil
@@ -108,7 +148,7 @@ func (n *fileNode) commitStaged(ctx context.Context) syscall.Errno {
 	if err := st.entry.Sync(); err != nil {
 		return n.fsys.errno("stage", n.id, err)
 	}
-	res, err := n.fsys.commit(ctx, st.entry)
+	res, err := n.fsys.commit(ctx, st.entry, st)
 	if err != nil {
 		st.entry.Update(func(j *spool.Journal) { j.Attempts++; j.LastError = err.Error() })
 		return n.fsys.writeErrno(n.id, st.entry, err)
@@ -167,12 +207,19 @@ type commitResult struct {
 // commit uploads a spool entry's bytes and makes them the file's current
 // version in Synapse. It is the whole write protocol, shared by close,
 // fsync and recovery.
-func (f *Filesystem) commit(ctx context.Context, e *spool.Entry) (commitResult, error) {
+// st, when not nil, may know the MD5 already.
+func (f *Filesystem) commit(ctx context.Context, e *spool.Entry, st *staging) (commitResult, error) {
 	j := e.Journal()
 	file := e.File()
-	size, sum, err := fileMD5(file)
-	if err != nil {
-		return commitResult{}, fmt.Errorf("reading the spool file: %w", err)
+	size, sum, known := int64(0), "", false
+	if st != nil {
+		size, sum, known = st.knownMD5()
+	}
+	if !known {
+		var err error
+		if size, sum, err = fileMD5(file); err != nil {
+			return commitResult{}, fmt.Errorf("reading the spool file: %w", err)
+		}
 	}
 	key := path.Join(f.dest.BaseKey, uuid.NewString(), j.Name)
 	ctype := mime.TypeByExtension(path.Ext(j.Name))
@@ -292,7 +339,7 @@ func (f *Filesystem) Recover(ctx context.Context) ([]RecoveryResult, error) {
 			out = append(out, r)
 			continue
 		}
-		res, err := f.commit(ctx, e)
+		res, err := f.commit(ctx, e, nil)
 		if err != nil {
 			e.Update(func(j *spool.Journal) { j.Attempts++; j.LastError = err.Error() })
 			e.Close()
