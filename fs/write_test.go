@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -178,8 +179,20 @@ func countFiles(dir string) int {
 func TestOverwriteMakesAVersion(t *testing.T) {
 	o := mountOutbox(t, map[string]string{"notes.txt": "first\n"})
 	p := filepath.Join(o.dir, "notes.txt")
+	reader, err := os.Open(p) // a reader that was there before the write
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if got, _ := io.ReadAll(reader); string(got) != "first\n" {
+		t.Fatalf("before: %q", got)
+	}
 	if err := os.WriteFile(p, []byte("second\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	got := make([]byte, 100)
+	if n, _ := reader.ReadAt(got, 0); string(got[:n]) != "second\n" {
+		t.Fatalf("the earlier reader sees %q after the writer's close, want the new bytes", got[:n])
 	}
 	e, _ := o.child(t, o.imp.FolderID, "notes.txt")
 	if e.VersionNumber != 2 || e.ID != o.imp.IDs["notes.txt"] {
@@ -416,5 +429,33 @@ func TestNotTheLocationsCreator(t *testing.T) {
 	}
 	if countFiles(spool) == 0 {
 		t.Fatal("the refused bytes are not in the spool")
+	}
+}
+
+// TestOtherMountSeesNewVersion: a second mount that cached the old bytes
+// drops them once its metadata TTL brings the new version.
+func TestOtherMountSeesNewVersion(t *testing.T) {
+	o := mountOutbox(t, map[string]string{"shared.txt": "old bytes\n"})
+	const ttl = 500 * time.Millisecond
+	other := mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{SpoolDir: t.TempDir(), MetadataTTL: ttl})
+	p := filepath.Join(other.dir, "shared.txt")
+	reader, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if got, _ := io.ReadAll(reader); string(got) != "old bytes\n" {
+		t.Fatalf("before: %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(o.dir, "shared.txt"), []byte("new!\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * ttl)
+	if b, err := os.ReadFile(p); err != nil || string(b) != "new!\n" {
+		t.Fatalf("the other mount reads %q, %v after its TTL; want the new version", b, err)
+	}
+	got := make([]byte, 100)
+	if n, _ := reader.ReadAt(got, 0); string(got[:n]) != "new!\n" {
+		t.Fatalf("a reader open since before reads %q; want the new bytes, not the old page cache", got[:n])
 	}
 }
