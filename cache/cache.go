@@ -1,16 +1,33 @@
-// Package cache keeps recently read blocks of immutable objects in memory so
-// that the FUSE read path goes to S3 once per block, not once per read(2).
+// Package cache serves byte ranges of immutable objects (Synapse file
+// handles) to the FUSE read path, and decides when and how much to fetch
+// from S3.
 //
-// The cache never learns where bytes come from: every ReadAt brings its own
-// Fetch. Objects are named by an opaque key whose bytes never change (a
-// Synapse file handle id), so a cached block is never stale and there is no
-// invalidation beyond Forget, which only frees memory or guards callers whose
-// keys are not immutable.
+// The cache never learns where bytes come from: each open file brings a
+// Fetch. S3 pays ~20 ms per GET and limits each connection's bandwidth, so:
+//   - a Reader that reads sequentially grows a window of parallel part GETs
+//     ahead of itself: parallelism is what turns per-connection bandwidth
+//     into throughput;
+//   - a Reader that seeks fetches one small aligned block per read: a random
+//     reader pays latency, not bandwidth, and anything wider is waste.
 //
-// Blocks are aligned to Options.BlockSize so that readers of overlapping
-// ranges share blocks, and a block is the unit of fetching, deduplication and
-// eviction. A later tier (prefetch, disk) slots in behind load: it sees the
-// same block ids and the same single-flight.
+// Bytes live in extents: spans of one object of any length, each loaded by
+// one GET (or one disk read), never overlapping. A read is served from
+// whatever extents cover it and only the gaps are fetched, so small random
+// blocks and big prefetch parts of one object coexist, and a byte is never
+// fetched twice while it is held. A pending extent is its own single-flight:
+// every reader of that span waits on the one load.
+//
+// One budget, Options.MaxBytes, bounds the bytes held plus the bytes being
+// fetched, so memory does not grow with the number of open files. Prefetch
+// only uses room that cold bytes can give up; a read that needs bytes always
+// gets room, waiting for loads in flight if it must.
+//
+// Extent memory is never written after it is published and never pooled, so
+// ReadSlices can hand it to the kernel without a copy; the GC frees it once
+// it is evicted and nobody holds it.
+//
+// With Options.Dir, fetched bytes are also written behind to a disk tier
+// that outlives the process (see disk.go).
 package cache
 
 import (
@@ -18,334 +35,584 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"strconv"
+	"slices"
 	"sync"
 	"sync/atomic"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
-	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/singleflight"
 )
 
-// Defaults: 1 MiB blocks amortise S3's per-request latency without making a
-// small random read pull much more than it needs; 256 MiB is a budget a
-// cluster node can spare per mount.
+// Defaults, for S3 at ~20 ms to first byte and ~50 MB/s per connection.
+// A 64 KiB block adds ~1 ms of transfer to a random read's 20 ms. 8 MiB
+// parts amortise the GET's latency. 24 GETs in flight carry ~1 GB/s, about
+// what the FUSE crossing takes; more only costs connections. A 256 MiB
+// window holds them with room for parts completed ahead of the reader.
 const (
-	DefaultBlockSize = 1 << 20
-	DefaultMaxBytes  = 256 << 20
+	DefaultMaxBytes      = 256 << 20
+	DefaultBlockSize     = 64 << 10
+	DefaultPartSize      = 8 << 20
+	DefaultInitialWindow = 1 << 20
+	DefaultMaxWindow     = 256 << 20
+	DefaultMaxParallel   = 24
+	DefaultDiskBytes     = 10 << 30
 )
 
-// maxParallelFetches bounds the fetches one ReadAt starts at once, so a huge
-// read cannot open hundreds of S3 connections.
-const maxParallelFetches = 8
+// windowParts is how many parts a full window holds at least: parts shrink
+// below PartSize when the window is capped small, because throughput is
+// window/(latency + part/bandwidth), so smaller parts get more from the
+// same memory.
+const windowParts = 32
+
+// rampDiv sets how parts grow along a sequential run: a part starting d
+// bytes into the run is about d/rampDiv long. Small first parts arrive
+// sooner, so the reader is not stalled behind a cold 8 MiB GET.
+const rampDiv = 16
 
 // Fetch reads length bytes at off of one object. It must return exactly
-// length bytes or an error. The cache keeps the returned slice as the block,
-// so fetch must not reuse it, and should not hand back a slice of a much
-// larger array (the budget counts len, not cap).
+// length bytes or an error. The cache keeps the returned slice and may hand
+// it to other readers, so fetch must not reuse it, and should not return a
+// slice of a much larger array (the budget counts len, not cap). Its ctx is
+// cancelled when a prefetch is no longer wanted.
 type Fetch func(ctx context.Context, off, length int64) ([]byte, error)
+
+// Object names immutable bytes. The same Key must always mean the same
+// bytes: nothing is ever invalidated.
+type Object struct {
+	Key  string // file handle id
+	Size int64
+	MD5  string // hex; may be empty; checks the disk tier's copy
+}
 
 // Options tunes a Cache. Zero values take the defaults.
 type Options struct {
-	BlockSize int64 // default 1 MiB; blocks are aligned to multiples of it
-	// MaxBytes bounds the sum of the lengths of cached blocks; it is never
-	// exceeded. A block longer than MaxBytes is still returned to its
-	// readers but not kept.
-	MaxBytes int64 // default 256 MiB
+	// MaxBytes bounds cached bytes plus bytes being fetched. Only a single
+	// read larger than MaxBytes goes past it, and its bytes are not kept.
+	MaxBytes int64
+	// BlockSize is the alignment and size of what a random read fetches.
+	BlockSize int64
+	// PartSize is the largest prefetch GET.
+	PartSize int64
+	// InitialWindow is a new sequential run's first window; it is also how
+	// far past the furthest read's end a read may land and still count as
+	// sequential (behind it: that plus the window, as the kernel sends its
+	// readahead out of order).
+	InitialWindow int64
+	// MaxWindow bounds one reader's window. It is also capped at half of
+	// MaxBytes shared among the readers that have a window.
+	MaxWindow int64
+	// MaxParallel bounds the prefetch GETs one reader has in flight: enough
+	// connections for the throughput the FUSE crossing can take, no more.
+	MaxParallel int
+
+	// Dir turns on the disk tier; DiskBytes bounds it (default 10 GiB).
+	Dir       string
+	DiskBytes int64
 }
 
-// Stats are cumulative counters since New, except CachedBytes (current).
+// Stats are cumulative counters since New, except those marked "now".
 type Stats struct {
-	Hits         int64 // blocks found cached when a read looked them up
-	Misses       int64 // blocks not cached when a read looked them up (fetched or waited for)
-	Fetches      int64 // calls to a Fetch, failed ones included
-	FetchedBytes int64 // bytes returned by successful fetches
-	Evictions    int64 // blocks dropped to stay within MaxBytes (Forget not included)
-	CachedBytes  int64 // bytes held now
+	Hits   int64 // reads served from memory without waiting
+	Misses int64 // reads that waited for a fetch or a disk read
+
+	Fetches         int64 // calls to a Fetch, failed ones included
+	FetchedBytes    int64 // bytes returned by successful fetches
+	DemandFetches   int64 // fetches a read asked for (random blocks, gaps)
+	DemandBytes     int64
+	PrefetchFetches int64 // fetches a window started
+	PrefetchBytes   int64
+	FetchErrors     int64
+	Cancelled       int64 // prefetches cancelled because no one wanted them anymore
+
+	Evictions     int64 // extents dropped from memory to make room
+	CachedBytes   int64 // now: bytes held in memory
+	InflightBytes int64 // now: bytes reserved for loads in flight
+	HeldBytes     int64 // now: cached bytes pinned by windows ahead of their readers
+	PeakBytes     int64 // highest CachedBytes+InflightBytes seen
+
+	WaitingReads int64 // now: reads waiting for room in the budget
+	Readers      int64 // now: open Readers
+	Windows      int64 // now: Readers with a prefetch window
+	WindowBytes  int64 // now: sum of those windows
+
+	DiskHits         int64 // disk reads serving memory misses
+	DiskReadBytes    int64
+	LocalOpens       int64 // files handed out by LocalFile
+	DiskWrites       int64
+	DiskWrittenBytes int64
+	DiskEvictions    int64 // disk entries removed to stay within DiskBytes
+	DiskErrors       int64 // failed disk reads, writes, verifications
+	MD5Mismatches    int64 // whole disk entries discarded as corrupt
+	DiskBytes        int64 // now: bytes in the disk tier
+	DiskEntries      int64 // now: objects in the disk tier
 }
 
-// blockID names one block; a struct key keeps the hit path free of string
-// building.
-type blockID struct {
-	key string
-	idx int64
+type counters struct {
+	hits, misses                        atomic.Int64
+	fetches, fetchedBytes               atomic.Int64
+	demandFetches, demandBytes          atomic.Int64
+	prefetchFetches, prefetchBytes      atomic.Int64
+	fetchErrors, cancelled, evictions   atomic.Int64
+	diskHits, diskReadBytes, localOpens atomic.Int64
+	diskWrites, diskWrittenBytes        atomic.Int64
+	diskEvictions, diskErrors, md5Bad   atomic.Int64
 }
 
-// Cache is a byte-bounded LRU of object blocks. It is safe for concurrent use.
+// Cache holds extents of many objects under one memory budget. It is safe
+// for concurrent use.
 type Cache struct {
-	blockSize int64
-	maxBytes  int64
+	opts Options
+	disk *diskTier // nil without Options.Dir
+	st   counters
 
-	// flight makes concurrent misses of one block share one fetch.
-	flight singleflight.Group
-
-	// epoch changes on every Forget. It is part of the single-flight key and
-	// is checked before a fetched block is stored, so that after Forget
-	// returns no later read is served bytes fetched before it. Written only
-	// with mu held; read without it to build flight keys.
-	epoch atomic.Uint64
-
-	mu     sync.Mutex // guards lru and cached; never held during a fetch or a copy
-	lru    *simplelru.LRU[blockID, []byte]
-	cached int64
-
-	hits, misses, fetches, fetchedBytes, evictions atomic.Int64
+	// mu guards everything below, the objects' extent lists, the extents'
+	// state, the Readers' window state and the disk tier's index. It is
+	// never held across a fetch, a copy of bytes or file I/O.
+	mu       sync.Mutex
+	objects  map[objKey]*objState
+	lru      extList // resident, evictable; front = most recently used
+	held     extList // resident, pinned by a window: prefetch may not evict them
+	resident int64   // bytes of resident extents
+	reserved int64   // bytes of loads in flight
+	peak     int64
+	// diskPending is resident bytes queued for the disk tier; they cannot
+	// be evicted before they are written.
+	diskPending int64
+	// demandWaiting counts reads waiting for room; while any does,
+	// prefetch takes no room.
+	demandWaiting int
+	room          chan struct{} // closed when room may have appeared; nil if no one waits
+	windows       int
+	windowBytes   int64
+	readers       int
+	// lost counts pinned extents dropped under memory pressure; a window
+	// that sees it move re-pins what it still wants.
+	lost uint64
 }
 
-// New returns an empty cache.
-func New(opts Options) *Cache {
-	if opts.BlockSize <= 0 {
-		opts.BlockSize = DefaultBlockSize
-	}
-	if opts.MaxBytes <= 0 {
-		opts.MaxBytes = DefaultMaxBytes
-	}
-	// The count bound is effectively off: bytes, accounted in insert, are
-	// the only bound.
-	l, err := simplelru.NewLRU[blockID, []byte](math.MaxInt, nil)
-	if err != nil {
-		// Only a non-positive size fails, and MaxInt is positive.
-		panic(fmt.Sprintf("cache: simplelru.NewLRU: %v", err))
-	}
-	return &Cache{blockSize: opts.BlockSize, maxBytes: opts.MaxBytes, lru: l}
+// New returns an empty cache. With opts.Dir it creates the directory or
+// finds the entries a previous process left there.
+func New(opts Options) (*Cache, error) {
+	return newCache(opts, bootID())
 }
 
-// ReadAt fills p from object key of size bytes at offset off, like
-// io.ReaderAt: it returns len(p) bytes unless off+len(p) passes size, in
-// which case it returns the bytes up to size and io.EOF; off >= size gives
-// 0, io.EOF. On any other error it returns 0 and the contents of p are
-// unspecified (some blocks may have been copied).
-//
-// Missing blocks are fetched in parallel (at most 8 at a time per call), one
-// fetch per block however many readers want it. A fetch error is returned to
-// every reader waiting for that block and is not cached: the next read
-// retries.
-//
-// ctx bounds only this caller's wait; on cancellation ReadAt returns
-// ctx.Err() at once. A fetch runs under context.WithoutCancel of the ctx of
-// the reader that started it, so one reader giving up (an interrupted
-// read(2)) never fails the others sharing that fetch, and the block is still
-// cached for the retry that usually follows. The price: a fetch nobody waits
-// for anymore runs to completion, so Fetch must bound itself (the S3 client's
-// timeouts do).
-//
-// A read served entirely from cache allocates nothing, provided fetch is not
-// a closure or method value built for this call: fetch escapes (the miss path
-// hands it to another goroutine), so build it once per open file.
+func newCache(opts Options, boot string) (*Cache, error) {
+	def := func(v *int64, d int64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&opts.MaxBytes, DefaultMaxBytes)
+	def(&opts.BlockSize, DefaultBlockSize)
+	def(&opts.PartSize, DefaultPartSize)
+	def(&opts.InitialWindow, DefaultInitialWindow)
+	def(&opts.MaxWindow, DefaultMaxWindow)
+	def(&opts.DiskBytes, DefaultDiskBytes)
+	if opts.MaxParallel <= 0 {
+		opts.MaxParallel = DefaultMaxParallel
+	}
+	opts.PartSize = max(opts.PartSize, opts.BlockSize)
+	opts.MaxWindow = max(opts.MaxWindow, opts.InitialWindow)
+
+	c := &Cache{opts: opts, objects: map[objKey]*objState{}}
+	c.lru.init()
+	c.held.init()
+	if opts.Dir != "" {
+		d, err := openDisk(opts.Dir, opts.DiskBytes, boot)
+		if err != nil {
+			return nil, fmt.Errorf("cache: disk tier in %s: %w", opts.Dir, err)
+		}
+		c.disk = d
+	}
+	return c, nil
+}
+
+// Open starts reading obj. Each open file handle wants its own Reader: the
+// access pattern, and so the prefetch window, is per handle. Cheap; Close it.
+func (c *Cache) Open(obj Object, fetch Fetch) *Reader {
+	return c.open(obj, fetch, false)
+}
+
+func (c *Cache) open(obj Object, fetch Fetch, random bool) *Reader {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := objKey{obj.Key, obj.Size}
+	o := c.objects[id]
+	if o == nil {
+		o = &objState{id: id, md5: obj.MD5}
+		c.objects[id] = o
+	}
+	if o.md5 == "" {
+		o.md5 = obj.MD5
+	}
+	o.refs++
+	c.readers++
+	if c.disk != nil {
+		c.diskEntryLocked(o) // starts a pending verification
+	}
+	return &Reader{c: c, obj: o, fetch: fetch, random: random, lastEnd: -1}
+}
+
+// ReadAt is for callers without an open file: a one-read Reader that never
+// prefetches. Open files should use Open, which sees their access pattern.
 func (c *Cache) ReadAt(ctx context.Context, key string, size int64, p []byte, off int64, fetch Fetch) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("cache: read %q at negative offset %d", key, off)
-	}
-	if size < 0 {
-		return 0, fmt.Errorf("cache: object %q has negative size %d", key, size)
-	}
-	if off >= size {
-		return 0, io.EOF
-	}
-	var eof error
-	if int64(len(p)) > size-off {
-		p = p[:size-off]
-		eof = io.EOF
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-
-	bs := c.blockSize
-	first, last := off/bs, (off+int64(len(p))-1)/bs
-	var hits int64
-	for idx := first; idx <= last; idx++ {
-		b, ok := c.get(blockID{key, idx})
-		if !ok {
-			c.hits.Add(hits)
-			if err := c.fill(ctx, key, size, p, off, idx, last, fetch); err != nil {
-				return 0, err
-			}
-			return len(p), eof
-		}
-		hits++
-		c.copyBlock(p, off, idx, b)
-	}
-	c.hits.Add(hits)
-	return len(p), eof
+	r := c.open(Object{Key: key, Size: size}, fetch, true)
+	defer r.Close()
+	return r.ReadAt(ctx, p, off)
 }
 
-// copyBlock copies the part of block idx that overlaps p (which starts at
-// object offset off) straight into p.
-func (c *Cache) copyBlock(p []byte, off, idx int64, b []byte) {
-	start := idx * c.blockSize
-	src := max(off-start, 0)
-	copy(p[start+src-off:], b[src:])
-}
-
-// fill is the miss path of ReadAt: blocks from..last, of which from is known
-// to be missing. It is kept out of ReadAt so the all-hit path allocates
-// nothing.
-func (c *Cache) fill(ctx context.Context, key string, size int64, p []byte, off, from, last int64, fetch Fetch) error {
-	c.misses.Add(1)
-	if from == last {
-		b, err := c.load(ctx, key, size, from, fetch)
-		if err != nil {
-			return err
-		}
-		c.copyBlock(p, off, from, b)
-		return nil
-	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(maxParallelFetches)
-	var hits, misses int64
-	for idx := from; idx <= last; idx++ {
-		if idx != from {
-			// Re-check: another reader may have brought it in meanwhile.
-			if b, ok := c.get(blockID{key, idx}); ok {
-				hits++
-				c.copyBlock(p, off, idx, b)
-				continue
-			}
-			misses++
-		}
-		g.Go(func() error {
-			b, err := c.load(gctx, key, size, idx, fetch)
-			if err != nil {
-				return err
-			}
-			c.copyBlock(p, off, idx, b)
-			return nil
-		})
-	}
-	c.hits.Add(hits)
-	c.misses.Add(misses)
-	err := g.Wait()
-	if err != nil && ctx.Err() != nil {
-		// The siblings failed because of our own cancellation; say so
-		// plainly rather than reporting whichever noticed first.
-		return ctx.Err()
-	}
-	return err
-}
-
-// get looks a block up and marks it recently used.
-func (c *Cache) get(id blockID) ([]byte, bool) {
-	c.mu.Lock()
-	b, ok := c.lru.Get(id)
-	c.mu.Unlock()
-	return b, ok
-}
-
-// load returns block idx of key, fetching it unless a fetch for it is already
-// in flight, in which case it waits for that one.
-func (c *Cache) load(ctx context.Context, key string, size, idx int64, fetch Fetch) ([]byte, error) {
-	// A sibling block failed or the reader left before this one got its
-	// turn: don't start a fetch nobody will wait for.
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	epoch := c.epoch.Load()
-	id := blockID{key, idx}
-	// Numbers first: they contain no ':', so the key cannot make two
-	// blocks collide.
-	fk := strconv.FormatInt(idx, 10) + ":" + strconv.FormatUint(epoch, 10) + ":" + key
-	ch := c.flight.DoChan(fk, func() (any, error) {
-		// A flight for this block may have finished between the caller's
-		// lookup and DoChan; don't fetch it twice.
-		c.mu.Lock()
-		b, ok := c.lru.Peek(id)
-		c.mu.Unlock()
-		if ok {
-			return b, nil
-		}
-		boff := idx * c.blockSize
-		n := min(c.blockSize, size-boff)
-		c.fetches.Add(1)
-		b, err := fetch(context.WithoutCancel(ctx), boff, n)
-		if err != nil {
-			return nil, fmt.Errorf("cache: fetch %q bytes %d-%d: %w", key, boff, boff+n-1, err)
-		}
-		if int64(len(b)) != n {
-			return nil, fmt.Errorf("cache: fetch %q bytes %d-%d returned %d bytes: %w", key, boff, boff+n-1, len(b), io.ErrUnexpectedEOF)
-		}
-		c.fetchedBytes.Add(n)
-		c.insert(id, b, epoch)
-		return b, nil
-	})
-	select {
-	case <-ctx.Done():
-		// The fetch goes on for the other waiters; DoChan's channel is
-		// buffered, so nothing leaks.
-		return nil, ctx.Err()
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		b, ok := r.Val.([]byte)
-		if !ok {
-			return nil, errors.New("cache: internal error: flight returned a non-block")
-		}
-		return b, nil
-	}
-}
-
-// insert stores a fetched block and evicts least recently used blocks until
-// the budget holds. A block fetched before a Forget (epoch moved on) is not
-// stored: it may belong to the object's previous bytes.
-func (c *Cache) insert(id blockID, b []byte, epoch uint64) {
-	n := int64(len(b))
-	if n > c.maxBytes {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.epoch.Load() != epoch || c.lru.Contains(id) {
-		return
-	}
-	c.lru.Add(id, b)
-	c.cached += n
-	for c.cached > c.maxBytes {
-		_, old, ok := c.lru.RemoveOldest()
-		if !ok {
-			break
-		}
-		c.cached -= int64(len(old))
-		c.evictions.Add(1)
-	}
-}
-
-// Forget drops every cached block of key, and makes sure fetches already in
-// flight are neither stored nor shared with reads that start after Forget
-// returns. It scans all cached blocks: fine for its use (a file replaced),
-// not for a hot path. The epoch it bumps is global, so fetches of other keys
-// in flight at that moment are not stored either and may be fetched a second
-// time; a per-key epoch would need a map that grows with every key ever
-// forgotten, and Forget is rare.
-func (c *Cache) Forget(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.epoch.Add(1)
-	for _, id := range c.lru.Keys() {
-		if id.key != key {
-			continue
-		}
-		if b, ok := c.lru.Peek(id); ok {
-			c.cached -= int64(len(b))
-			c.lru.Remove(id)
-		}
-	}
-}
-
-// Stats returns a snapshot of the counters. The counters are read one by one,
-// so under concurrent reads they may be a few operations apart.
+// Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
-	cached := c.cached
-	c.mu.Unlock()
-	return Stats{
-		Hits:         c.hits.Load(),
-		Misses:       c.misses.Load(),
-		Fetches:      c.fetches.Load(),
-		FetchedBytes: c.fetchedBytes.Load(),
-		Evictions:    c.evictions.Load(),
-		CachedBytes:  cached,
+	s := Stats{
+		CachedBytes:   c.resident,
+		InflightBytes: c.reserved,
+		HeldBytes:     c.held.bytes,
+		PeakBytes:     c.peak,
+		WaitingReads:  int64(c.demandWaiting),
+		Readers:       int64(c.readers),
+		Windows:       int64(c.windows),
+		WindowBytes:   c.windowBytes,
 	}
+	if c.disk != nil {
+		s.DiskBytes = c.disk.bytes
+		s.DiskEntries = int64(len(c.disk.entries))
+	}
+	c.mu.Unlock()
+	t := &c.st
+	s.Hits, s.Misses = t.hits.Load(), t.misses.Load()
+	s.Fetches, s.FetchedBytes = t.fetches.Load(), t.fetchedBytes.Load()
+	s.DemandFetches, s.DemandBytes = t.demandFetches.Load(), t.demandBytes.Load()
+	s.PrefetchFetches, s.PrefetchBytes = t.prefetchFetches.Load(), t.prefetchBytes.Load()
+	s.FetchErrors, s.Cancelled, s.Evictions = t.fetchErrors.Load(), t.cancelled.Load(), t.evictions.Load()
+	s.DiskHits, s.DiskReadBytes, s.LocalOpens = t.diskHits.Load(), t.diskReadBytes.Load(), t.localOpens.Load()
+	s.DiskWrites, s.DiskWrittenBytes = t.diskWrites.Load(), t.diskWrittenBytes.Load()
+	s.DiskEvictions, s.DiskErrors, s.MD5Mismatches = t.diskEvictions.Load(), t.diskErrors.Load(), t.md5Bad.Load()
+	return s
+}
+
+// objKey includes the size so that a key misused for two sizes can never
+// serve one object's extents for the other.
+type objKey struct {
+	key  string
+	size int64
+}
+
+type objState struct {
+	id   objKey
+	md5  string
+	ext  []*extent // sorted by off, non-overlapping
+	refs int       // open Readers
+	disk *diskEntry
+}
+
+// search returns the index of the first extent that ends after off.
+func (o *objState) search(off int64) int {
+	lo, hi := 0, len(o.ext)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if o.ext[m].end <= off {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+type extState uint8
+
+const (
+	pending extState = iota
+	resident
+	dead // dropped, cancelled or failed: no longer in its object's list
+)
+
+// load is what readers of an extent hold: the extent itself lets go of it
+// when evicted, so a window still pointing at an evicted extent does not
+// keep its bytes alive past the budget.
+type load struct {
+	off  int64
+	done chan struct{} // closed once data or err is set
+	data []byte
+	err  error
+}
+
+type extent struct {
+	obj      *objState
+	off, end int64
+	ld       *load // nil once dead
+	state    extState
+	prefetch bool               // started by a window
+	owner    *Reader            // the window that started it, while in flight
+	demand   bool               // a read waits or waited on it: never cancelled
+	pins     int                // windows that want it
+	cancel   context.CancelFunc // prefetch only
+	// diskPending: queued for the disk tier, not evictable until written.
+	diskPending bool
+	prev, next  *extent
+	list        *extList
+}
+
+func (e *extent) len() int64 { return e.end - e.off }
+
+// extList is an intrusive LRU list: no allocation on the hit path.
+type extList struct {
+	root  extent
+	bytes int64
+}
+
+func (l *extList) init() { l.root.next, l.root.prev = &l.root, &l.root }
+
+func (l *extList) pushFront(e *extent) {
+	e.prev, e.next = &l.root, l.root.next
+	l.root.next.prev = e
+	l.root.next = e
+	e.list = l
+	l.bytes += e.len()
+}
+
+func (l *extList) remove(e *extent) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next, e.list = nil, nil, nil
+	l.bytes -= e.len()
+}
+
+func (l *extList) back() *extent {
+	if l.root.prev == &l.root {
+		return nil
+	}
+	return l.root.prev
+}
+
+// relistLocked puts a resident extent on the list its state calls for.
+func (c *Cache) relistLocked(e *extent) {
+	if e.list != nil {
+		e.list.remove(e)
+	}
+	if e.state != resident || e.diskPending {
+		return
+	}
+	if e.pins > 0 {
+		c.held.pushFront(e)
+	} else {
+		c.lru.pushFront(e)
+	}
+}
+
+func (c *Cache) touchLocked(e *extent) {
+	if l := e.list; l != nil {
+		l.remove(e)
+		l.pushFront(e)
+	}
+}
+
+func (c *Cache) used() int64 { return c.resident + c.reserved }
+
+// reserveLocked books n bytes for a load. Prefetch only takes free room or
+// room cold (unpinned) extents give up, and none while a read waits. A read
+// may also evict window extents; it is refused (and must wait) only while
+// loads in flight or pending disk writes will free room; with nothing left
+// to wait for, it overdraws rather than never progressing.
+func (c *Cache) reserveLocked(n int64, demand bool) bool {
+	if !demand && c.demandWaiting > 0 {
+		return false
+	}
+	evictable := c.lru.bytes
+	if demand {
+		evictable += c.held.bytes
+	}
+	if c.used()+n-evictable > c.opts.MaxBytes && (!demand || c.reserved > 0 || c.diskPending > 0) {
+		// Evicting would not make it fit: keep the bytes for now.
+		return false
+	}
+	c.evictLocked(n, demand)
+	c.reserved += n
+	c.peak = max(c.peak, c.used())
+	return true
+}
+
+// evictLocked drops least recently used extents until need more bytes fit,
+// taking pinned ones only if pinnedToo. It reports whether they fit.
+func (c *Cache) evictLocked(need int64, pinnedToo bool) bool {
+	for c.used()+need > c.opts.MaxBytes {
+		e := c.lru.back()
+		if e == nil && pinnedToo {
+			e = c.held.back()
+		}
+		if e == nil {
+			return false
+		}
+		c.dropLocked(e)
+		c.st.evictions.Add(1)
+	}
+	return true
+}
+
+// dropLocked evicts a resident extent.
+func (c *Cache) dropLocked(e *extent) {
+	if e.list != nil {
+		e.list.remove(e)
+	}
+	c.resident -= e.len()
+	if e.pins > 0 {
+		c.lost++
+	}
+	c.unlinkLocked(e)
+}
+
+// unlinkLocked takes e out of its object's list for good.
+func (c *Cache) unlinkLocked(e *extent) {
+	o := e.obj
+	if i := o.search(e.off); i < len(o.ext) && o.ext[i] == e {
+		o.ext = slices.Delete(o.ext, i, i+1)
+	}
+	e.state, e.ld = dead, nil
+	c.forgetObjectLocked(o)
+}
+
+func (c *Cache) forgetObjectLocked(o *objState) {
+	if o.refs == 0 && len(o.ext) == 0 && c.objects[o.id] == o {
+		delete(c.objects, o.id)
+	}
+}
+
+// roomLocked returns a channel closed when room may have appeared.
+func (c *Cache) roomLocked() <-chan struct{} {
+	if c.room == nil {
+		c.room = make(chan struct{})
+	}
+	return c.room
+}
+
+func (c *Cache) signalRoomLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+}
+
+// newExtentLocked inserts a pending extent at index i of o's list (the
+// caller has checked the span is free and reserved its bytes) and starts
+// its load: from disk if d holds it, else with fetch. owner is the window
+// that wants it, nil for a read. ctx only lends its values: a load is
+// shared, so no one reader's cancellation may end it; prefetches get their
+// own cancel for when no one wants them.
+func (c *Cache) newExtentLocked(ctx context.Context, o *objState, i int, off, end int64, owner *Reader, d *diskEntry, fetch Fetch) *extent {
+	e := &extent{obj: o, off: off, end: end, prefetch: owner != nil, owner: owner, ld: &load{off: off, done: make(chan struct{})}}
+	o.ext = slices.Insert(o.ext, i, e)
+	lctx := context.WithoutCancel(ctx)
+	if owner != nil {
+		owner.inflight++
+		lctx, e.cancel = context.WithCancel(lctx)
+	}
+	if d != nil {
+		d.busy++
+	}
+	go c.run(lctx, e, e.ld, d, fetch)
+	return e
+}
+
+// cancelLocked abandons a prefetch no reader wants. Its bytes stay
+// reserved until its fetch returns: the buffer exists until then.
+func (c *Cache) cancelLocked(e *extent) {
+	e.cancel()
+	c.unlinkLocked(e)
+	c.st.cancelled.Add(1)
+}
+
+func (c *Cache) run(ctx context.Context, e *extent, ld *load, d *diskEntry, fetch Fetch) {
+	var b []byte
+	var err error
+	if d != nil {
+		b, err = c.readDisk(d, e.off, e.len())
+	}
+	fetched := d == nil || err != nil
+	if fetched {
+		b, err = c.fetchExtent(ctx, e, fetch)
+	}
+	c.finish(e, ld, b, err, fetched)
+}
+
+func (c *Cache) fetchExtent(ctx context.Context, e *extent, fetch Fetch) ([]byte, error) {
+	off, n := e.off, e.len()
+	c.st.fetches.Add(1)
+	if e.prefetch {
+		c.st.prefetchFetches.Add(1)
+	} else {
+		c.st.demandFetches.Add(1)
+	}
+	b, err := fetch(ctx, off, n)
+	if err == nil && int64(len(b)) != n {
+		err = fmt.Errorf("returned %d bytes: %w", len(b), io.ErrUnexpectedEOF)
+	}
+	if err != nil {
+		c.st.fetchErrors.Add(1)
+		return nil, fmt.Errorf("cache: fetch %q bytes %d-%d: %w", e.obj.id.key, off, off+n-1, err)
+	}
+	c.st.fetchedBytes.Add(n)
+	if e.prefetch {
+		c.st.prefetchBytes.Add(n)
+	} else {
+		c.st.demandBytes.Add(n)
+	}
+	return b, nil
+}
+
+var errCancelled = errors.New("cache: prefetch cancelled")
+
+// finish publishes a load's outcome. A failure is not cached: the next read
+// retries. A cancelled prefetch that completed anyway is kept if its span
+// is still free. A finished prefetch frees a slot of its window, which is
+// refilled at once: waiting for the reader's next read would leave the slot
+// idle while the reader waits for an earlier part, and the GETs would come
+// in bursts instead of a steady pipeline.
+func (c *Cache) finish(e *extent, ld *load, b []byte, err error, fetched bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reserved -= e.len()
+	owner := e.owner
+	if owner != nil {
+		owner.inflight--
+		e.owner = nil
+	}
+	defer func() {
+		if owner != nil && owner.window > 0 && !owner.closed {
+			owner.fillLocked(owner.ctx, owner.front)
+		}
+	}()
+	if err == nil && e.state == dead && !c.reviveLocked(e, ld) {
+		err = errCancelled
+	}
+	if err != nil {
+		if e.state != dead {
+			c.unlinkLocked(e)
+		}
+		ld.err = err
+	} else {
+		ld.data = b
+		e.state = resident
+		c.resident += e.len()
+		if fetched && e.len() <= c.opts.MaxBytes && c.queueDiskWriteLocked(e) {
+			e.diskPending = true
+			c.diskPending += e.len()
+		} else {
+			c.relistLocked(e)
+		}
+		// Only after an overdraft is there anything to evict here.
+		c.evictLocked(0, true)
+	}
+	close(ld.done)
+	c.signalRoomLocked()
+}
+
+func (c *Cache) reviveLocked(e *extent, ld *load) bool {
+	o := e.obj
+	if c.objects[o.id] != o {
+		return false
+	}
+	i := o.search(e.off)
+	if i < len(o.ext) && o.ext[i].off < e.end {
+		return false
+	}
+	o.ext = slices.Insert(o.ext, i, e)
+	e.ld, e.state = ld, pending
+	return true
 }

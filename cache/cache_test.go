@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,19 +15,23 @@ import (
 
 const testBS = 1024
 
-// object is a fake remote object: fixed bytes, a count of fetches per block
-// offset, and an optional hook that runs before a fetch returns (to block or
-// fail it).
+// object is a fake remote object: fixed bytes, a log of fetches, and an
+// optional hook that runs before a fetch returns (to block or fail it).
 type object struct {
 	data []byte
 
-	mu    sync.Mutex
-	calls map[int64]int
-	total int
+	mu       sync.Mutex
+	calls    map[int64]int
+	log      []span // every fetch, in call order
+	okLog    []span // successful fetches
+	total    int
+	inflight int // fetches inside the hook now
+	maxIn    int
+	blocked  int64
 
 	// hook, if set, runs before the bytes are returned; a non-nil error is
 	// returned instead of the bytes. call is 1 for the first fetch of off.
-	hook func(ctx context.Context, off int64, call int) error
+	hook func(ctx context.Context, off, length int64, call int) error
 	// mangle, if set, may change the returned slice (short or long reads).
 	mangle func(b []byte, call int) []byte
 }
@@ -34,8 +39,8 @@ type object struct {
 func newObject(size int) *object {
 	data := make([]byte, size)
 	for i := range data {
-		// Not periodic in the block size, so a block copied to the wrong
-		// place shows.
+		// Not periodic in any block size, so bytes copied to the wrong
+		// place show.
 		data[i] = byte(i*7 + i/251)
 	}
 	return &object{data: data, calls: map[int64]int{}}
@@ -47,13 +52,26 @@ func (o *object) fetch(ctx context.Context, off, length int64) ([]byte, error) {
 	o.mu.Lock()
 	o.calls[off]++
 	o.total++
+	o.log = append(o.log, span{off, off + length})
 	call := o.calls[off]
+	o.inflight++
+	o.maxIn = max(o.maxIn, o.inflight)
+	o.blocked += length
 	o.mu.Unlock()
+	var err error
 	if o.hook != nil {
-		if err := o.hook(ctx, off, call); err != nil {
-			return nil, err
-		}
+		err = o.hook(ctx, off, length, call)
 	}
+	o.mu.Lock()
+	o.inflight--
+	o.blocked -= length
+	o.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	o.okLog = append(o.okLog, span{off, off + length})
+	o.mu.Unlock()
 	b := bytes.Clone(o.data[off : off+length])
 	if o.mangle != nil {
 		b = o.mangle(b, call)
@@ -71,6 +89,47 @@ func (o *object) totalCalls() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.total
+}
+
+func (o *object) fetchLog() []span {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.log)
+}
+
+// fetched returns the successful fetches, in call order.
+func (o *object) fetched() []span {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.okLog)
+}
+
+// inHook returns how many fetches, and how many bytes, are inside the hook.
+func (o *object) inHook() (int, int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.inflight, o.blocked
+}
+
+// checkNoOverlap fails if any byte was fetched twice (pass fetched()).
+func checkNoOverlap(t *testing.T, log []span) {
+	t.Helper()
+	s := slices.Clone(log)
+	slices.SortFunc(s, func(a, b span) int { return int(a.start - b.start) })
+	for i := 1; i < len(s); i++ {
+		if s[i].start < s[i-1].end {
+			t.Fatalf("fetches %v and %v overlap: bytes fetched twice", s[i-1], s[i])
+		}
+	}
+}
+
+func mustNew(t testing.TB, opts Options) *Cache {
+	t.Helper()
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // waitFor polls until cond holds; the deadline only turns a hang into a
@@ -98,80 +157,92 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	}
 }
 
-// readCheck reads and checks the returned bytes against o, and that p past n
-// is untouched.
+// readCheck reads with Cache.ReadAt and checks the returned bytes against
+// o, and that p past n is untouched.
 func readCheck(t *testing.T, c *Cache, ctx context.Context, key string, o *object, off int64, length int, wantN int, wantErr error) {
 	t.Helper()
 	p := bytes.Repeat([]byte{0xEE}, length)
 	n, err := c.ReadAt(ctx, key, o.size(), p, off, o.fetch)
+	checkRead(t, o, p, off, n, err, wantN, wantErr)
+}
+
+func checkRead(t *testing.T, o *object, p []byte, off int64, n int, err error, wantN int, wantErr error) {
+	t.Helper()
 	if n != wantN || !errors.Is(err, wantErr) || (wantErr == nil && err != nil) {
-		t.Fatalf("ReadAt(off=%d, len=%d) = %d, %v; want %d, %v", off, length, n, err, wantN, wantErr)
+		t.Fatalf("ReadAt(off=%d, len=%d) = %d, %v; want %d, %v", off, len(p), n, err, wantN, wantErr)
 	}
 	if n > 0 && !bytes.Equal(p[:n], o.data[off:off+int64(n)]) {
-		t.Fatalf("ReadAt(off=%d, len=%d): wrong bytes", off, length)
+		t.Fatalf("ReadAt(off=%d, len=%d): wrong bytes", off, len(p))
 	}
 	if err != nil && err != io.EOF {
 		return // p's contents are unspecified on failure
 	}
 	for i := n; i < len(p); i++ {
 		if p[i] != 0xEE {
-			t.Fatalf("ReadAt(off=%d, len=%d): p[%d] written past n=%d", off, length, i, n)
+			t.Fatalf("ReadAt(off=%d, len=%d): p[%d] written past n=%d", off, len(p), i, n)
 		}
 	}
 }
 
+// A read with no open file fetches the aligned blocks it touches, in one
+// GET, and nothing more.
 func TestReadAtOffsets(t *testing.T) {
 	const size = 10*testBS + 123 // short last block of 123 bytes
 	tests := []struct {
-		name        string
-		size        int
-		off         int64
-		len         int
-		wantN       int
-		wantErr     error
-		wantFetches int // blocks touched
+		name      string
+		size      int
+		off       int64
+		len       int
+		wantN     int
+		wantErr   error
+		wantFetch span // the one GET; none if empty
 	}{
-		{"start", size, 0, 100, 100, nil, 1},
-		{"middle of a block", size, 1500, 200, 200, nil, 1},
-		{"one aligned block", size, testBS, testBS, testBS, nil, 1},
-		{"crossing one boundary", size, testBS - 10, 20, 20, nil, 2},
-		{"crossing several blocks", size, 500, 4000, 4000, nil, 5},
-		{"whole object", size, 0, size, size, nil, 11},
-		{"short last block exactly", size, 10 * testBS, 123, 123, nil, 1},
-		{"past EOF inside last block", size, size - 63, 200, 63, io.EOF, 1},
-		{"past EOF crossing into last block", size, size - 363, 1000, 363, io.EOF, 2},
-		{"off == size", size, size, 10, 0, io.EOF, 0},
-		{"off > size", size, size + 5, 10, 0, io.EOF, 0},
-		{"zero-length p", size, 5, 0, 0, nil, 0},
-		{"zero-length p at size", size, size, 0, 0, io.EOF, 0},
-		{"empty object", 0, 0, 10, 0, io.EOF, 0},
-		{"size a multiple of the block, last block", 4 * testBS, 3*testBS + 1000, 100, 24, io.EOF, 1},
-		{"size smaller than a block", 300, 100, 100, 100, nil, 1},
+		{"start", size, 0, 100, 100, nil, span{0, testBS}},
+		{"middle of a block", size, 1500, 200, 200, nil, span{testBS, 2 * testBS}},
+		{"one aligned block", size, testBS, testBS, testBS, nil, span{testBS, 2 * testBS}},
+		{"crossing one boundary", size, testBS - 10, 20, 20, nil, span{0, 2 * testBS}},
+		{"crossing several blocks", size, 500, 4000, 4000, nil, span{0, 5 * testBS}},
+		{"whole object", size, 0, size, size, nil, span{0, size}},
+		{"short last block exactly", size, 10 * testBS, 123, 123, nil, span{10 * testBS, size}},
+		{"past EOF inside last block", size, size - 63, 200, 63, io.EOF, span{10 * testBS, size}},
+		{"past EOF crossing into last block", size, size - 363, 1000, 363, io.EOF, span{9 * testBS, size}},
+		{"off == size", size, size, 10, 0, io.EOF, span{}},
+		{"off > size", size, size + 5, 10, 0, io.EOF, span{}},
+		{"zero-length p", size, 5, 0, 0, nil, span{}},
+		{"zero-length p at size", size, size, 0, 0, io.EOF, span{}},
+		{"empty object", 0, 0, 10, 0, io.EOF, span{}},
+		{"size a multiple of the block, last block", 4 * testBS, 3*testBS + 1000, 100, 24, io.EOF, span{3 * testBS, 4 * testBS}},
+		{"size smaller than a block", 300, 100, 100, 100, nil, span{0, 300}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			o := newObject(tt.size)
-			c := New(Options{BlockSize: testBS, MaxBytes: 64 * testBS})
+			c := mustNew(t, Options{BlockSize: testBS, MaxBytes: 64 * testBS})
 
 			readCheck(t, c, ctx, "k", o, tt.off, tt.len, tt.wantN, tt.wantErr)
-			if got := o.totalCalls(); got != tt.wantFetches {
-				t.Errorf("cold read: %d fetches, want %d", got, tt.wantFetches)
+			var want []span
+			if tt.wantFetch != (span{}) {
+				want = []span{tt.wantFetch}
 			}
+			if got := o.fetchLog(); !slices.Equal(got, want) {
+				t.Errorf("cold read fetched %v, want %v", got, want)
+			}
+			reads := int64(len(want)) // reads that got past the bounds
 			st := c.Stats()
-			if st.Fetches != int64(tt.wantFetches) || st.Misses != int64(tt.wantFetches) || st.Hits != 0 {
-				t.Errorf("cold read stats = %+v, want %d fetches and misses, 0 hits", st, tt.wantFetches)
+			if st.Fetches != reads || st.DemandFetches != reads || st.Misses != reads || st.Hits != 0 {
+				t.Errorf("cold read stats = %+v, want %d fetches and misses, 0 hits", st, reads)
 			}
-			if st.CachedBytes != st.FetchedBytes {
-				t.Errorf("CachedBytes %d != FetchedBytes %d with a roomy budget", st.CachedBytes, st.FetchedBytes)
+			if st.CachedBytes != st.FetchedBytes || st.FetchedBytes != tt.wantFetch.end-tt.wantFetch.start {
+				t.Errorf("CachedBytes %d, FetchedBytes %d; want both %d", st.CachedBytes, st.FetchedBytes, tt.wantFetch.end-tt.wantFetch.start)
 			}
 
 			readCheck(t, c, ctx, "k", o, tt.off, tt.len, tt.wantN, tt.wantErr)
-			if got := o.totalCalls(); got != tt.wantFetches {
-				t.Errorf("warm read fetched: %d fetches in all, want %d", got, tt.wantFetches)
+			if got := o.totalCalls(); got != len(want) {
+				t.Errorf("warm read fetched: %d fetches in all, want %d", got, len(want))
 			}
-			if st := c.Stats(); st.Hits != int64(tt.wantFetches) {
-				t.Errorf("warm read: %d hits, want %d", st.Hits, tt.wantFetches)
+			if st := c.Stats(); st.Hits != reads {
+				t.Errorf("warm read: %d hits, want %d", st.Hits, reads)
 			}
 		})
 	}
@@ -179,7 +250,7 @@ func TestReadAtOffsets(t *testing.T) {
 
 func TestReadAtRejectsNegativeOffset(t *testing.T) {
 	o := newObject(100)
-	c := New(Options{BlockSize: testBS})
+	c := mustNew(t, Options{BlockSize: testBS})
 	n, err := c.ReadAt(context.Background(), "k", o.size(), make([]byte, 10), -1, o.fetch)
 	if err == nil || n != 0 {
 		t.Fatalf("ReadAt(off=-1) = %d, %v; want 0 and an error", n, err)
@@ -189,23 +260,23 @@ func TestReadAtRejectsNegativeOffset(t *testing.T) {
 	}
 }
 
-// Concurrent readers of the same range must share one fetch per block.
-func TestReadAtOneFetchPerBlock(t *testing.T) {
+// Concurrent readers of the same range share one fetch.
+func TestConcurrentReadersShareFetch(t *testing.T) {
 	tests := []struct {
-		name   string
-		off    int64
-		len    int
-		blocks int
+		name string
+		off  int64
+		len  int
+		want span
 	}{
-		{"one block", 100, 200, 1},
-		{"four blocks", testBS - 24, 3*testBS + 24, 4},
+		{"one block", 100, 200, span{0, testBS}},
+		{"four blocks", testBS - 24, 3*testBS + 24, span{0, 4 * testBS}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const readers = 32
 			o := newObject(10 * testBS)
 			release := make(chan struct{})
-			o.hook = func(ctx context.Context, off int64, call int) error {
+			o.hook = func(ctx context.Context, _, _ int64, _ int) error {
 				select {
 				case <-release:
 					return nil
@@ -213,7 +284,7 @@ func TestReadAtOneFetchPerBlock(t *testing.T) {
 					return ctx.Err()
 				}
 			}
-			c := New(Options{BlockSize: testBS})
+			c := mustNew(t, Options{BlockSize: testBS})
 
 			var wg sync.WaitGroup
 			errs := make(chan error, readers)
@@ -229,26 +300,58 @@ func TestReadAtOneFetchPerBlock(t *testing.T) {
 					}
 				})
 			}
-			// Every reader has missed every block before any fetch returns.
-			waitFor(t, "all readers to miss", func() bool {
-				return c.Stats().Misses == int64(readers*tt.blocks)
-			})
+			// Every reader has missed before the fetch returns.
+			waitFor(t, "all readers to miss", func() bool { return c.Stats().Misses == readers })
 			close(release)
 			wg.Wait()
 			close(errs)
 			for err := range errs {
 				t.Error(err)
 			}
-			if got := o.totalCalls(); got != tt.blocks {
-				t.Errorf("%d fetches for %d readers of %d blocks, want %d", got, readers, tt.blocks, tt.blocks)
-			}
-			for b := int64(0); b < int64(tt.blocks); b++ {
-				off := (tt.off/testBS + b) * testBS
-				if got := o.callsAt(off); got != 1 {
-					t.Errorf("block at %d fetched %d times, want 1", off, got)
-				}
+			if got := o.fetchLog(); !slices.Equal(got, []span{tt.want}) {
+				t.Errorf("fetched %v for %d readers, want one fetch of %v", got, readers, tt.want)
 			}
 		})
+	}
+}
+
+// A reader whose range overlaps a fetch in flight waits for that one and
+// fetches only the rest.
+func TestOverlappingReadersFetchOnlyTheMissingRest(t *testing.T) {
+	o := newObject(10 * testBS)
+	started := make(chan span, 4)
+	release := make(chan struct{})
+	o.hook = func(_ context.Context, off, length int64, _ int) error {
+		started <- span{off, off + length}
+		<-release
+		return nil
+	}
+	c := mustNew(t, Options{BlockSize: testBS})
+	done := make(chan error, 2)
+	read := func(off int64, n int) {
+		p := make([]byte, n)
+		got, err := c.ReadAt(context.Background(), "k", o.size(), p, off, o.fetch)
+		if err == nil && (got != n || !bytes.Equal(p, o.data[off:off+int64(n)])) {
+			err = fmt.Errorf("read at %d: wrong bytes", off)
+		}
+		done <- err
+	}
+	go read(10, 2*testBS-20) // blocks 0-1
+	if got := recv(t, started, "first fetch"); got != (span{0, 2 * testBS}) {
+		t.Fatalf("first fetch %v", got)
+	}
+	go read(testBS+10, 2*testBS) // blocks 1-3: block 1 is in flight
+	if got := recv(t, started, "second fetch"); got != (span{2 * testBS, 4 * testBS}) {
+		t.Fatalf("second fetch %v, want only the blocks not in flight", got)
+	}
+	close(release)
+	for range 2 {
+		if err := recv(t, done, "readers"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := o.totalCalls(); got != 2 {
+		t.Errorf("%d fetches, want 2", got)
 	}
 }
 
@@ -258,8 +361,7 @@ func TestByteBudget(t *testing.T) {
 		name       string
 		maxBytes   int64
 		sequential bool // one ReadAt per block in order, else one ReadAt of everything
-		// Exact when sequential; minimums when the blocks arrive in
-		// parallel, in any order.
+		// Exact when sequential; bounds otherwise.
 		wantCached    int64
 		wantEvictions int64
 		// Fetches when everything is then re-read block by block in order.
@@ -270,16 +372,17 @@ func TestByteBudget(t *testing.T) {
 		{"whole blocks", 4 * testBS, true, 3*testBS + 123, 7, 11},
 		// 6..9 fill 4 KiB; the 123-byte block 10 still fits in the slack.
 		{"budget not a multiple of the block", 4*testBS + 500, true, 4*testBS + 123, 6, 11},
-		// No full block fits; the short last one does.
-		{"budget smaller than a block", testBS / 2, true, 123, 0, 10},
-		// At most 4 of the 11 blocks can stay, so 7 must go.
-		{"one read larger than the budget", 4 * testBS, false, 0, 7, 7},
+		// No full block fits: each is returned, then dropped, and makes
+		// room for itself first; the short last one stays until then.
+		{"budget smaller than a block", testBS / 2, true, 123, 10, 11},
+		// At most 4 of the 11 KiB can stay.
+		{"one read larger than the budget", 4 * testBS, false, 4 * testBS, 1, 7},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			o := newObject(size)
-			c := New(Options{BlockSize: testBS, MaxBytes: tt.maxBytes})
+			c := mustNew(t, Options{BlockSize: testBS, PartSize: 4 * testBS, MaxBytes: tt.maxBytes})
 			readBlocks := func() {
 				t.Helper()
 				for off := int64(0); off < size; off += testBS {
@@ -306,8 +409,11 @@ func TestByteBudget(t *testing.T) {
 			if tt.sequential && (st.CachedBytes != tt.wantCached || st.Evictions != tt.wantEvictions) {
 				t.Errorf("CachedBytes, Evictions = %d, %d; want %d, %d", st.CachedBytes, st.Evictions, tt.wantCached, tt.wantEvictions)
 			}
-			if !tt.sequential && st.Evictions < tt.wantEvictions {
-				t.Errorf("Evictions = %d, want >= %d", st.Evictions, tt.wantEvictions)
+			if !tt.sequential && (st.CachedBytes > tt.wantCached || st.Evictions < tt.wantEvictions) {
+				t.Errorf("CachedBytes, Evictions = %d, %d; want <= %d, >= %d", st.CachedBytes, st.Evictions, tt.wantCached, tt.wantEvictions)
+			}
+			if st.InflightBytes != 0 {
+				t.Errorf("InflightBytes = %d after all reads returned", st.InflightBytes)
 			}
 
 			// Evicted blocks go back to the source.
@@ -317,13 +423,48 @@ func TestByteBudget(t *testing.T) {
 			if tt.sequential && refetches != tt.wantRefetches {
 				t.Errorf("re-read fetched %d blocks, want %d", refetches, tt.wantRefetches)
 			}
-			if tt.sequential && o.callsAt(0) != 2 {
-				t.Errorf("first block fetched %d times, want 2 (evicted, then re-read)", o.callsAt(0))
-			}
 			if !tt.sequential && refetches < tt.wantRefetches {
 				t.Errorf("re-read fetched %d blocks, want >= %d", refetches, tt.wantRefetches)
 			}
 		})
+	}
+}
+
+// With the budget taken by fetches in flight, a read waits for room rather
+// than going past the budget, and goes on once there is room.
+func TestReadWaitsForRoom(t *testing.T) {
+	objs := []*object{newObject(4 * testBS), newObject(4 * testBS), newObject(4 * testBS)}
+	release := make(chan struct{})
+	for _, o := range objs[:2] {
+		o.hook = func(context.Context, int64, int64, int) error { <-release; return nil }
+	}
+	c := mustNew(t, Options{BlockSize: testBS, MaxBytes: 2 * testBS})
+	done := make(chan error, 3)
+	for i, o := range objs {
+		if i == 2 {
+			waitFor(t, "two fetches in flight", func() bool { return c.Stats().InflightBytes == 2*testBS })
+		}
+		go func() {
+			p := make([]byte, 10)
+			_, err := c.ReadAt(context.Background(), fmt.Sprint(i), o.size(), p, 0, o.fetch)
+			if err == nil && !bytes.Equal(p, o.data[:10]) {
+				err = errors.New("wrong bytes")
+			}
+			done <- err
+		}()
+	}
+	waitFor(t, "the third read to wait for room", func() bool { return c.Stats().WaitingReads == 1 })
+	if got := objs[2].totalCalls(); got != 0 {
+		t.Fatalf("third object fetched %d times while the budget was full", got)
+	}
+	close(release)
+	for range objs {
+		if err := recv(t, done, "reads"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := c.Stats(); st.PeakBytes > 2*testBS || st.WaitingReads != 0 {
+		t.Errorf("PeakBytes %d (budget %d), WaitingReads %d", st.PeakBytes, 2*testBS, st.WaitingReads)
 	}
 }
 
@@ -332,13 +473,13 @@ var errBoom = errors.New("boom")
 func TestFetchErrorIsReturnedAndNotCached(t *testing.T) {
 	tests := []struct {
 		name    string
-		hook    func(ctx context.Context, off int64, call int) error
+		hook    func(ctx context.Context, off, length int64, call int) error
 		mangle  func(b []byte, call int) []byte
 		wantErr error
 	}{
 		{
 			name: "fetch error",
-			hook: func(_ context.Context, off int64, call int) error {
+			hook: func(_ context.Context, off, _ int64, call int) error {
 				if off == testBS && call == 1 {
 					return errBoom
 				}
@@ -372,12 +513,12 @@ func TestFetchErrorIsReturnedAndNotCached(t *testing.T) {
 			ctx := context.Background()
 			o := newObject(4 * testBS)
 			o.hook, o.mangle = tt.hook, tt.mangle
-			c := New(Options{BlockSize: testBS})
+			c := mustNew(t, Options{BlockSize: testBS})
 
 			// Reads inside block 1 only.
 			readCheck(t, c, ctx, "k", o, testBS+10, 100, 0, tt.wantErr)
-			if st := c.Stats(); st.CachedBytes != 0 || st.FetchedBytes != 0 {
-				t.Errorf("after a failed fetch: CachedBytes %d, FetchedBytes %d; want 0, 0", st.CachedBytes, st.FetchedBytes)
+			if st := c.Stats(); st.CachedBytes != 0 || st.FetchedBytes != 0 || st.FetchErrors != 1 || st.InflightBytes != 0 {
+				t.Errorf("after a failed fetch: %+v; want nothing cached or in flight, one error", st)
 			}
 			readCheck(t, c, ctx, "k", o, testBS+10, 100, 100, nil)
 			if got := o.callsAt(testBS); got != 2 {
@@ -391,19 +532,18 @@ func TestFetchErrorIsReturnedAndNotCached(t *testing.T) {
 	}
 }
 
-// A failure in one block of a multi-block read fails the read; the retry
-// fetches only the failed block again (the others are cached or still in
-// flight, and the retry joins them).
-func TestFetchErrorInMultiBlockRead(t *testing.T) {
+// A failure in one part of a multi-part read fails the read; the retry
+// fetches only the failed part again.
+func TestFetchErrorInMultiPartRead(t *testing.T) {
 	ctx := context.Background()
 	o := newObject(4 * testBS)
-	o.hook = func(_ context.Context, off int64, call int) error {
+	o.hook = func(_ context.Context, off, _ int64, call int) error {
 		if off == 2*testBS && call == 1 {
 			return errBoom
 		}
 		return nil
 	}
-	c := New(Options{BlockSize: testBS})
+	c := mustNew(t, Options{BlockSize: testBS, PartSize: testBS})
 	readCheck(t, c, ctx, "k", o, 0, 4*testBS, 0, errBoom)
 	readCheck(t, c, ctx, "k", o, 0, 4*testBS, 4*testBS, nil)
 	for b := int64(0); b < 4; b++ {
@@ -412,7 +552,7 @@ func TestFetchErrorInMultiBlockRead(t *testing.T) {
 			want = 2
 		}
 		if got := o.callsAt(b * testBS); got != want {
-			t.Errorf("block %d fetched %d times, want %d", b, got, want)
+			t.Errorf("part %d fetched %d times, want %d", b, got, want)
 		}
 	}
 }
@@ -422,14 +562,14 @@ func TestFetchErrorReachesEveryWaiter(t *testing.T) {
 	const readers = 8
 	o := newObject(4 * testBS)
 	release := make(chan struct{})
-	o.hook = func(ctx context.Context, off int64, call int) error {
+	o.hook = func(_ context.Context, _, _ int64, call int) error {
 		if call > 1 {
 			return nil
 		}
 		<-release
 		return errBoom
 	}
-	c := New(Options{BlockSize: testBS})
+	c := mustNew(t, Options{BlockSize: testBS})
 	errs := make(chan error, readers)
 	for range readers {
 		go func() {
@@ -451,22 +591,23 @@ func TestFetchErrorReachesEveryWaiter(t *testing.T) {
 }
 
 // A reader that gives up returns at once; the fetch it started goes on for
-// the reader still waiting, and its block is cached.
+// the reader still waiting, and its bytes are cached.
 func TestCancelledReaderDoesNotCancelSharedFetch(t *testing.T) {
 	tests := []struct {
-		name string
-		off  int64
-		len  int
+		name  string
+		off   int64
+		len   int
+		parts int
 	}{
-		{"single block", 10, 100},
-		{"several blocks", 10, 3 * testBS},
+		{"single part", 10, 100, 1},
+		{"several parts", 10, 3 * testBS, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := newObject(4 * testBS)
 			started := make(chan struct{}, 8)
 			release := make(chan struct{})
-			o.hook = func(ctx context.Context, off int64, call int) error {
+			o.hook = func(ctx context.Context, _, _ int64, _ int) error {
 				started <- struct{}{}
 				select {
 				case <-release:
@@ -475,8 +616,7 @@ func TestCancelledReaderDoesNotCancelSharedFetch(t *testing.T) {
 					return fmt.Errorf("fetch cancelled: %w", ctx.Err())
 				}
 			}
-			c := New(Options{BlockSize: testBS})
-			blocks := int((tt.off+int64(tt.len)-1)/testBS + 1)
+			c := mustNew(t, Options{BlockSize: testBS, PartSize: testBS})
 
 			// The reader that will give up starts the fetches.
 			ctxA, cancelA := context.WithCancel(context.Background())
@@ -486,8 +626,8 @@ func TestCancelledReaderDoesNotCancelSharedFetch(t *testing.T) {
 				_, err := c.ReadAt(ctxA, "k", o.size(), make([]byte, tt.len), tt.off, o.fetch)
 				doneA <- err
 			}()
-			for range blocks {
-				<-started
+			for range tt.parts {
+				recv(t, started, "fetches")
 			}
 
 			doneB := make(chan error, 1)
@@ -499,7 +639,7 @@ func TestCancelledReaderDoesNotCancelSharedFetch(t *testing.T) {
 				}
 				doneB <- err
 			}()
-			waitFor(t, "reader B to miss", func() bool { return c.Stats().Misses == int64(2*blocks) })
+			waitFor(t, "reader B to miss", func() bool { return c.Stats().Misses == 2 })
 
 			cancelA()
 			// The fetch is still blocked, so A can only return by giving up.
@@ -513,99 +653,19 @@ func TestCancelledReaderDoesNotCancelSharedFetch(t *testing.T) {
 			if !bytes.Equal(pB, o.data[tt.off:tt.off+int64(tt.len)]) {
 				t.Fatalf("waiting reader got wrong bytes")
 			}
-			if got := o.totalCalls(); got != blocks {
-				t.Errorf("%d fetches, want %d", got, blocks)
+			if got := o.totalCalls(); got != tt.parts {
+				t.Errorf("%d fetches, want %d", got, tt.parts)
 			}
 			readCheck(t, c, context.Background(), "k", o, tt.off, tt.len, tt.len, nil)
-			if got := o.totalCalls(); got != blocks {
-				t.Errorf("re-read fetched again: %d fetches, want %d", got, blocks)
+			if got := o.totalCalls(); got != tt.parts {
+				t.Errorf("re-read fetched again: %d fetches, want %d", got, tt.parts)
 			}
 		})
 	}
 }
 
-func TestForget(t *testing.T) {
-	ctx := context.Background()
-	a, b := newObject(3*testBS), newObject(2*testBS+7)
-	c := New(Options{BlockSize: testBS})
-	readCheck(t, c, ctx, "a", a, 0, int(a.size()), int(a.size()), nil)
-	readCheck(t, c, ctx, "b", b, 0, int(b.size()), int(b.size()), nil)
-
-	c.Forget("a")
-	if st := c.Stats(); st.CachedBytes != b.size() || st.Evictions != 0 {
-		t.Errorf("after Forget(a): CachedBytes %d, Evictions %d; want %d, 0", st.CachedBytes, st.Evictions, b.size())
-	}
-	readCheck(t, c, ctx, "a", a, 0, int(a.size()), int(a.size()), nil)
-	readCheck(t, c, ctx, "b", b, 0, int(b.size()), int(b.size()), nil)
-	if got := a.totalCalls(); got != 6 {
-		t.Errorf("a: %d fetches, want 6 (3 blocks twice)", got)
-	}
-	if got := b.totalCalls(); got != 3 {
-		t.Errorf("b: %d fetches, want 3 (still cached)", got)
-	}
-	c.Forget("never read")
-	if st := c.Stats(); st.CachedBytes != a.size()+b.size() {
-		t.Errorf("Forget of an unknown key changed CachedBytes to %d", st.CachedBytes)
-	}
-}
-
-// A fetch in flight when Forget is called is neither shared with reads that
-// start after it nor stored. The fake serves different bytes on its first
-// call, as if the object had been replaced under the same key.
-func TestForgetDuringFetch(t *testing.T) {
-	o := newObject(2 * testBS)
-	started := make(chan int, 2)
-	release := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
-	o.hook = func(_ context.Context, _ int64, call int) error {
-		started <- call
-		<-release[call-1]
-		return nil
-	}
-	o.mangle = func(b []byte, call int) []byte {
-		if call == 1 {
-			for i := range b {
-				b[i] ^= 0xFF
-			}
-		}
-		return b
-	}
-	c := New(Options{BlockSize: testBS})
-	type result struct {
-		p   []byte
-		err error
-	}
-	read := func(done chan<- result) {
-		p := make([]byte, 10)
-		_, err := c.ReadAt(context.Background(), "k", o.size(), p, 0, o.fetch)
-		done <- result{p, err}
-	}
-	doneA, doneB := make(chan result, 1), make(chan result, 1)
-	go read(doneA)
-	if call := recv(t, started, "first fetch"); call != 1 {
-		t.Fatalf("first fetch is call %d", call)
-	}
-	c.Forget("k")
-	go read(doneB)
-	if call := recv(t, started, "a second fetch after Forget"); call != 2 {
-		t.Fatalf("second fetch is call %d, want 2", call)
-	}
-	// The old fetch finishes first: it must not be stored.
-	close(release[0])
-	if r := recv(t, doneA, "reader A"); r.err != nil {
-		t.Fatal(r.err)
-	}
-	close(release[1])
-	if r := recv(t, doneB, "reader B"); r.err != nil || !bytes.Equal(r.p, o.data[:10]) {
-		t.Fatalf("reader after Forget got %x, %v; want the new bytes", r.p, r.err)
-	}
-	readCheck(t, c, context.Background(), "k", o, 0, 10, 10, nil)
-	if got := o.totalCalls(); got != 2 {
-		t.Errorf("%d fetches, want 2", got)
-	}
-}
-
-// Many readers, several objects, a budget far smaller than the data, and
-// Forgets: every read returns the right bytes and the budget holds.
+// Many readers, several objects, a budget far smaller than the data: every
+// read returns the right bytes and the budget holds, in flight included.
 func TestConcurrentMixedReads(t *testing.T) {
 	objs := map[string]*object{
 		"a": newObject(8*testBS + 1),
@@ -614,29 +674,23 @@ func TestConcurrentMixedReads(t *testing.T) {
 	}
 	keys := []string{"a", "b", "c"}
 	const maxBytes = 3*testBS + 100
-	c := New(Options{BlockSize: testBS, MaxBytes: maxBytes})
+	c := mustNew(t, Options{BlockSize: testBS, MaxBytes: maxBytes})
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for g := range 16 {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(g), 1))
-			for i := range 200 {
+			for range 200 {
 				key := keys[r.IntN(len(keys))]
 				o := objs[key]
 				off := r.Int64N(o.size() + 10)
-				p := make([]byte, r.IntN(3*testBS))
+				// At most 3 blocks aligned: within the budget.
+				p := make([]byte, r.IntN(2*testBS))
 				n, err := c.ReadAt(context.Background(), key, o.size(), p, off, o.fetch)
 				wantN := int(max(0, min(int64(len(p)), o.size()-off)))
 				if n != wantN || (err != nil && err != io.EOF) || !bytes.Equal(p[:n], o.data[min(off, o.size()):min(off, o.size())+int64(n)]) {
 					errs <- fmt.Errorf("%s off=%d len=%d: n=%d err=%v, want n=%d", key, off, len(p), n, err, wantN)
 					return
-				}
-				if st := c.Stats(); st.CachedBytes > maxBytes {
-					errs <- fmt.Errorf("CachedBytes %d > %d", st.CachedBytes, maxBytes)
-					return
-				}
-				if i%50 == 49 {
-					c.Forget(key)
 				}
 			}
 		})
@@ -646,74 +700,7 @@ func TestConcurrentMixedReads(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-}
-
-// The all-hit path must not allocate: it runs once per read(2) at GB/s.
-func TestReadAtHitDoesNotAllocate(t *testing.T) {
-	o := newObject(4 * testBS)
-	c := New(Options{BlockSize: testBS})
-	p := make([]byte, 2*testBS)
-	ctx := context.Background()
-	// A method value passed as Fetch is allocated where it is made: make it
-	// once, as the caller should.
-	fetch := o.fetch
-	if _, err := c.ReadAt(ctx, "k", o.size(), p, 100, fetch); err != nil {
-		t.Fatal(err)
-	}
-	allocs := testing.AllocsPerRun(100, func() {
-		if _, err := c.ReadAt(ctx, "k", o.size(), p, 100, fetch); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs != 0 {
-		t.Errorf("cached read allocates %.1f times, want 0", allocs)
-	}
-}
-
-func BenchmarkReadAtHit(b *testing.B) {
-	const (
-		bs   = 1 << 20
-		size = 8 * bs
-		read = 128 << 10
-	)
-	o := newObject(size)
-	fetch := o.fetch
-	c := New(Options{BlockSize: bs})
-	ctx := context.Background()
-	all := make([]byte, size)
-	if _, err := c.ReadAt(ctx, "k", size, all, 0, fetch); err != nil {
-		b.Fatal(err)
-	}
-	// Offsets step by an odd amount so some reads cross block boundaries.
-	const step = read + 4096 + 1
-	b.Run("serial", func(b *testing.B) {
-		p := make([]byte, read)
-		b.SetBytes(read)
-		b.ReportAllocs()
-		var off int64
-		for b.Loop() {
-			if _, err := c.ReadAt(ctx, "k", size, p, off, fetch); err != nil {
-				b.Fatal(err)
-			}
-			off = (off + step) % (size - read)
-		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.SetBytes(read)
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			p := make([]byte, read)
-			var off int64
-			for pb.Next() {
-				if _, err := c.ReadAt(ctx, "k", size, p, off, fetch); err != nil {
-					b.Error(err)
-					return
-				}
-				off = (off + step) % (size - read)
-			}
-		})
-	})
-	if st := c.Stats(); st.Fetches != size/bs {
-		b.Fatalf("benchmark fetched during the timed loop: %d fetches", st.Fetches)
+	if st := c.Stats(); st.PeakBytes > maxBytes || st.CachedBytes > maxBytes || st.Readers != 0 {
+		t.Errorf("PeakBytes %d, CachedBytes %d (budget %d), Readers %d", st.PeakBytes, st.CachedBytes, maxBytes, st.Readers)
 	}
 }

@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"io"
 	"slices"
 	"sync"
 	"syscall"
@@ -10,6 +12,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/synfs/synfs/cache"
 	"github.com/synfs/synfs/synapse"
 )
 
@@ -26,6 +29,14 @@ type dirNode struct {
 	listed  time.Time
 	entries map[string]synapse.EntityHeader
 	order   []string // names in Synapse's order (by name)
+
+	// Where a reader walking the folder is, for fetching small files ahead.
+	lastOpened int // index in order of the last file opened; -1 none
+	aheadUntil int // files before this index were fetched ahead already
+}
+
+func newDirNode(f *Filesystem, id, name string, mtime time.Time) *dirNode {
+	return &dirNode{fsys: f, id: id, name: name, mtime: mtime, lastOpened: -1}
 }
 
 var (
@@ -62,6 +73,7 @@ func (d *dirNode) children(ctx context.Context) (map[string]synapse.EntityHeader
 		order = append(order, k.Name)
 	}
 	d.entries, d.order, d.listed = entries, order, time.Now()
+	d.lastOpened, d.aheadUntil = -1, 0
 	d.fsys.prefetchFiles(kids)
 	return entries, order, nil
 }
@@ -86,7 +98,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 				return c, 0
 			}
 		}
-		dn := &dirNode{fsys: d.fsys, id: h.ID, name: h.Name, mtime: h.ModifiedOn}
+		dn := newDirNode(d.fsys, h.ID, h.Name, h.ModifiedOn)
 		dn.fill(&out.Attr)
 		return d.NewInode(ctx, dn, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino}), 0
 	}
@@ -230,7 +242,8 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	}
 	d.remember(synapse.EntityHeader{ID: ent.ID, Name: ent.Name, Type: synapse.TypeFolder, CreatedOn: ent.CreatedOn, ModifiedOn: ent.ModifiedOn})
 	ino, _ := inodeOf(ent.ID)
-	dn := &dirNode{fsys: f, id: ent.ID, name: ent.Name, mtime: ent.ModifiedOn, entries: map[string]synapse.EntityHeader{}, listed: time.Now()}
+	dn := newDirNode(f, ent.ID, ent.Name, ent.ModifiedOn)
+	dn.entries, dn.listed = map[string]synapse.EntityHeader{}, time.Now() // new: known empty
 	dn.fill(&out.Attr)
 	return d.NewInode(ctx, dn, gofs.StableAttr{Mode: fuse.S_IFDIR, Ino: ino}), 0
 }
@@ -423,4 +436,62 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	out.Frsize = 4096
 	out.NameLen = 255
 	return 0
+}
+
+// A process that reads a folder's files one after another (cat *, a
+// loader walking a dataset) pays S3's first-byte latency per file; fetching
+// the next few small files while it reads one hides it. Bounded in count
+// and size, and only while the opens follow the listing's order.
+const (
+	smallFilesAhead = 8
+	smallFileMax    = 4 << 20
+)
+
+// opened notes that name was opened for reading and, when the opens walk
+// the listing in order, fetches the next small files ahead.
+func (d *dirNode) opened(name string) {
+	d.mu.Lock()
+	i, found := slices.BinarySearch(d.order, name)
+	if !found {
+		d.mu.Unlock()
+		return
+	}
+	inOrder := d.lastOpened >= 0 && (i == d.lastOpened+1 || i == d.lastOpened)
+	d.lastOpened = i
+	var next []synapse.EntityHeader
+	if inOrder {
+		from := max(i+1, d.aheadUntil)
+		for j := from; j < min(len(d.order), i+1+smallFilesAhead); j++ {
+			if h := d.entries[d.order[j]]; h.IsFile() {
+				next = append(next, h)
+			}
+			d.aheadUntil = j + 1
+		}
+	}
+	d.mu.Unlock()
+	for _, h := range next {
+		d.fsys.fetchAhead(h)
+	}
+}
+
+// fetchAhead reads a small file into the cache in the background, at most
+// smallFilesAhead at a time; opened queues each file once per listing.
+func (f *Filesystem) fetchAhead(h synapse.EntityHeader) {
+	f.metaMu.Lock()
+	m, ok := f.metas[h.ID]
+	f.metaMu.Unlock()
+	if !ok || m.size > smallFileMax || m.size == 0 {
+		return
+	}
+	go func() {
+		f.ahead <- struct{}{}
+		defer func() { <-f.ahead }()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r := f.blocks.Open(cache.Object{Key: m.handleID, Size: m.size, MD5: m.md5}, f.fetcher(m))
+		defer r.Close()
+		if _, err := r.ReadAt(ctx, make([]byte, m.size), 0); err != nil && !errors.Is(err, io.EOF) {
+			f.log.Debug("fetching a small file ahead", "entity", h.ID, "err", err)
+		}
+	}()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -12,6 +13,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/synfs/synfs/cache"
 	"github.com/synfs/synfs/synapse"
 )
 
@@ -52,9 +54,69 @@ var (
 	_ gofs.NodeSetattrer = (*fileNode)(nil)
 )
 
-// fileHandle is one open(2) of a file.
+// fileHandle is one open(2) of a file. A read handle has its own cache
+// reader, so each open file gets its own sequential detection and prefetch
+// window.
 type fileHandle struct {
 	write bool
+
+	mu     sync.Mutex
+	meta   fileMeta // the version reader reads
+	reader *cache.Reader
+	// local is the disk tier's whole, verified copy: reads splice from it.
+	local *os.File
+	// Readers of versions replaced while the file was open; a read may
+	// still be using one, so they are closed at release.
+	old []*cache.Reader
+}
+
+// source is what a read of n goes to: the current version's bytes, as on a
+// local filesystem, where an open file sees what a writer wrote.
+func (h *fileHandle) source(n *fileNode) (*cache.Reader, *os.File, int64) {
+	m := n.current()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.reader == nil || h.meta.handleID != m.handleID {
+		if h.reader != nil {
+			h.old = append(h.old, h.reader)
+		}
+		if h.local != nil {
+			h.local.Close()
+			h.local = nil
+		}
+		h.meta = m
+		h.reader = n.fsys.blocks.Open(cache.Object{Key: m.handleID, Size: m.size, MD5: m.md5}, n.fsys.fetcher(m))
+		if local, ok := h.reader.LocalFile(); ok {
+			h.local = local
+		}
+	}
+	return h.reader, h.local, h.meta.size
+}
+
+// PassthroughFd lets the kernel read a file that is whole in the disk cache
+// straight from the local copy (FUSE passthrough), without a round trip
+// through synfs per read. go-fuse asks once, at open; where the kernel
+// cannot, reads splice from the same file instead.
+func (h *fileHandle) PassthroughFd() (int, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.write || h.local == nil {
+		return 0, false
+	}
+	return int(h.local.Fd()), true
+}
+
+func (h *fileHandle) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range append(h.old, h.reader) {
+		if r != nil {
+			r.Close()
+		}
+	}
+	if h.local != nil {
+		h.local.Close()
+	}
 }
 
 func (n *fileNode) current() fileMeta {
@@ -134,9 +196,15 @@ func (n *fileNode) fillLocked(a *fuse.Attr) {
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) == 0 {
+		h := &fileHandle{}
+		h.source(n)
+		if d, ok := n.parentDir(); ok {
+			name, _ := n.Parent()
+			d.opened(name)
+		}
 		// The page cache stays valid across opens: update drops it when the
 		// file gets a new handle.
-		return &fileHandle{}, fuse.FOPEN_KEEP_CACHE, 0
+		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	if n.fsys.readOnly {
 		return nil, 0, syscall.EROFS
@@ -150,17 +218,37 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	return &fileHandle{write: true}, 0, 0
 }
 
-func (n *fileNode) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if got, ok, err := n.readStaged(dest, off); ok {
 		if err != nil {
 			return nil, n.fsys.errno("read", n.entityID(), err)
 		}
 		return fuse.ReadResultData(dest[:got]), 0
 	}
-	m := n.current()
-	got, err := n.fsys.blocks.ReadAt(ctx, m.handleID, m.size, dest, off, n.fsys.fetcher(m))
+	h, ok := fh.(*fileHandle)
+	if !ok || h.write {
+		return nil, syscall.EBADF
+	}
+	reader, local, size := h.source(n)
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	if local != nil {
+		// Whole on disk: the kernel splices from the local file.
+		return fuse.ReadResultFd(local.Fd(), off, int(min(int64(len(dest)), size-off))), 0
+	}
+	var spans [4][]byte
+	slices, err := reader.ReadSlices(ctx, spans[:0], off, len(dest))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, n.fsys.errno("read", n.entityID(), err)
+	}
+	if len(slices) == 1 {
+		// Straight from cached memory to the kernel, no copy.
+		return fuse.ReadResultData(slices[0]), 0
+	}
+	got := 0
+	for _, s := range slices {
+		got += copy(dest[got:], s)
 	}
 	return fuse.ReadResultData(dest[:got]), 0
 }
@@ -210,7 +298,12 @@ func (n *fileNode) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) 
 }
 
 func (n *fileNode) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
-	if h, ok := fh.(*fileHandle); ok && h.write {
+	h, ok := fh.(*fileHandle)
+	if !ok {
+		return 0
+	}
+	h.close()
+	if h.write {
 		n.wmu.Lock()
 		n.releaseStaging()
 		n.wmu.Unlock()

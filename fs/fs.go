@@ -44,6 +44,9 @@ type Options struct {
 	// SpoolDir holds bytes being written until Synapse has them; default
 	// <user cache dir>/synfs/spool.
 	SpoolDir string
+	// RetryEvery is how often a read-write mount retries uploads that
+	// failed (its own, or a killed mount's); default a minute.
+	RetryEvery time.Duration
 
 	// Owner is shown as every node's uid and gid; nil means the mounting user.
 	Owner             *Owner
@@ -51,8 +54,12 @@ type Options struct {
 	// MetadataTTL is how long a listing or an attribute is trusted before
 	// Synapse is asked again; also the kernel's entry and attribute timeout.
 	MetadataTTL time.Duration
-	// MaxMemory bounds the block cache.
+	// MaxMemory bounds the memory cache and every prefetch window together.
 	MaxMemory int64
+	// CacheDir keeps read bytes on disk across mounts, content-addressed by
+	// file handle, at most CacheSize bytes; "" keeps them in memory only.
+	CacheDir  string
+	CacheSize int64
 
 	HTTPClient *http.Client // for S3; nil = s3io's tuned default
 	Logger     *slog.Logger
@@ -85,6 +92,8 @@ type Filesystem struct {
 	// prefetch bounds background metadata calls; the Synapse client's
 	// limiter bounds them again globally.
 	prefetch chan struct{}
+	// ahead bounds small files fetched ahead of a reader walking a folder.
+	ahead chan struct{}
 
 	metaMu sync.Mutex
 	metas  map[string]fileMeta // by entity id
@@ -207,13 +216,18 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 		return nil, setupErr(err, "%s: getting STS credentials: %v", id, err)
 	}
 
+	blocks, err := cache.New(cache.Options{MaxBytes: opts.MaxMemory, Dir: opts.CacheDir, DiskBytes: opts.CacheSize})
+	if err != nil {
+		return nil, setupErr(err, "cache directory %s: %v", opts.CacheDir, err)
+	}
 	f := &Filesystem{
 		opts:     opts,
 		client:   c,
 		store:    store,
-		blocks:   cache.New(cache.Options{BlockSize: blockSize, MaxBytes: opts.MaxMemory}),
+		blocks:   blocks,
 		log:      opts.Logger.With("folder", id),
 		prefetch: make(chan struct{}, 8),
+		ahead:    make(chan struct{}, smallFilesAhead),
 		metas:    map[string]fileMeta{},
 		readOnly: whyReadOnly != "",
 		dest:     dest,
@@ -233,8 +247,40 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 			return nil, setupErr(err, "spool directory %s: %v", dir, err)
 		}
 	}
-	f.root = &dirNode{fsys: f, id: id, name: ent.Name, mtime: ent.ModifiedOn}
+	f.root = newDirNode(f, id, ent.Name, ent.ModifiedOn)
 	return f, nil
+}
+
+// retryUploads finishes, at the start and then every RetryEvery until
+// unmounted, what is left in the spool: an earlier mount's uploads and this
+// one's failed ones.
+func (f *Filesystem) retryUploads(server *fuse.Server) {
+	unmounted := make(chan struct{})
+	go func() { server.Wait(); close(unmounted) }()
+	every := f.opts.RetryEvery
+	if every <= 0 {
+		every = time.Minute
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		if _, err := f.Recover(ctx); err != nil {
+			f.log.Error("reading the spool", "err", err)
+		}
+		cancel()
+		select {
+		case <-unmounted:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Close finishes what the caches owe the disk (range metadata, pending
+// writes), so that the next mount finds every byte read by this one.
+func (f *Filesystem) Close(ctx context.Context) error {
+	return f.blocks.Flush(ctx)
 }
 
 // notWritableOr is EROFS on a read-only mount and errno otherwise.
@@ -294,16 +340,12 @@ func (f *Filesystem) Mount(mountpoint string, mo MountOptions) (*fuse.Server, er
 	if err != nil {
 		return nil, fmt.Errorf("mounting at %s: %w", mountpoint, err)
 	}
+	if err := SetReadahead(mountpoint, ReadaheadKB); err != nil {
+		f.log.Debug("kernel readahead left at its default", "err", err)
+	}
 	f.log.Info("mounted", "mountpoint", mountpoint, "read_only", f.readOnly, "why", f.whyReadOnly)
 	if !f.readOnly {
-		// Finish what an earlier mount of this folder left in the spool.
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-			defer cancel()
-			if _, err := f.Recover(ctx); err != nil {
-				f.log.Error("reading the spool", "err", err)
-			}
-		}()
+		go f.retryUploads(server)
 	}
 	return server, nil
 }

@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"errors"
 	"io"
@@ -73,6 +74,9 @@ type mounted struct {
 	dir string
 	srv *synapsetest.Server
 	imp *synapsetest.Imported
+	// unmount ends the mount before the test does (and saves the caches);
+	// otherwise the test's cleanup unmounts.
+	unmount func()
 }
 
 // mount imports the dataset into a fresh emulator and mounts it for the test.
@@ -103,12 +107,19 @@ func mountFolder(t *testing.T, srv *synapsetest.Server, imp *synapsetest.Importe
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := server.Unmount(); err != nil {
-			t.Errorf("unmount: %v", err)
-		}
-	})
-	return mounted{dir: dir, srv: srv, imp: imp}
+	var once sync.Once
+	unmount := func() {
+		once.Do(func() {
+			if err := server.Unmount(); err != nil {
+				t.Errorf("unmount: %v", err)
+			}
+			if err := fsys.Close(context.Background()); err != nil {
+				t.Errorf("closing the caches: %v", err)
+			}
+		})
+	}
+	t.Cleanup(unmount)
+	return mounted{dir: dir, srv: srv, imp: imp, unmount: unmount}
 }
 
 // TestTreeReadsBack: every file's bytes, size and name equal the source,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/synfs/synfs/cache"
 	"github.com/synfs/synfs/fs/spool"
 	"github.com/synfs/synfs/s3io"
 	"github.com/synfs/synfs/synapse"
@@ -118,8 +119,10 @@ func (n *fileNode) stage(ctx context.Context, truncate bool) error {
 	st := &staging{entry: entry, dirty: truncate || n.id == "", sum: md5.New()}
 	if !truncate && n.id != "" && m.size > 0 {
 		// Opening without O_TRUNC starts from the current bytes.
+		reader := n.fsys.blocks.Open(cache.Object{Key: m.handleID, Size: m.size, MD5: m.md5}, n.fsys.fetcher(m))
+		defer reader.Close()
 		r := io.NewSectionReader(readerAtFunc(func(p []byte, off int64) (int, error) {
-			return n.fsys.blocks.ReadAt(ctx, m.handleID, m.size, p, off, n.fsys.fetcher(m))
+			return reader.ReadAt(ctx, p, off)
 		}), 0, m.size)
 		copied, err := io.Copy(io.MultiWriter(entry.File(), st.sum), r)
 		if err != nil {

@@ -395,8 +395,9 @@ func TestFailedUploadIsKeptAndRecovered(t *testing.T) {
 	if countFiles(o.spool) == 0 {
 		t.Fatal("the spool is empty after a failed upload")
 	}
-	// A second mount with the same spool recovers it.
-	mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{SpoolDir: o.spool})
+	// A second mount with the same spool recovers it (or the first one's
+	// retry does, whichever claims it first).
+	mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{SpoolDir: o.spool, RetryEvery: 200 * time.Millisecond})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if e, ok := o.child(t, o.imp.FolderID, "precious.bin"); ok {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,10 @@ import (
 	"github.com/synfs/synfs/synapse"
 )
 
+// memoryOverhead is what the mount needs beside the cache budget: the Go
+// runtime, FUSE request buffers, HTTP connections.
+const memoryOverhead = 48 << 20
+
 // readyFDEnv names the file descriptor on which a backgrounded mount tells
 // its parent "ok" or the reason it failed.
 const readyFDEnv = "SYNFS_READY_FD"
@@ -33,8 +38,8 @@ type mountFlags struct {
 	uid, gid                                      int
 	fileMode, dirMode                             octalFlag
 	metadataTTL                                   time.Duration
-	maxMemory                                     sizeFlag
-	logFile, spoolDir                             string
+	maxMemory, cacheSize                          sizeFlag
+	logFile, spoolDir, cacheDir                   string
 }
 
 func (m *mountFlags) register(fs *flag.FlagSet) {
@@ -53,7 +58,10 @@ func (m *mountFlags) register(fs *flag.FlagSet) {
 	fs.Var(&m.dirMode, "dir-mode", "permission bits of directories, octal (default 0555 read-only, 0755 read-write)")
 	fs.DurationVar(&m.metadataTTL, "metadata-ttl", time.Minute, "how long listings and attributes are trusted before asking Synapse again")
 	m.maxMemory = 512 << 20
-	fs.Var(&m.maxMemory, "max-memory", "memory budget of the block cache, e.g. 512M or 2G")
+	fs.Var(&m.maxMemory, "max-memory", "memory budget of the block cache and prefetch windows together, e.g. 512M or 2G")
+	fs.StringVar(&m.cacheDir, "cache-dir", "", "keep read bytes in this `DIR` across mounts (content-addressed by file handle)")
+	m.cacheSize = 10 << 30
+	fs.Var(&m.cacheSize, "cache-size", "size bound of --cache-dir, e.g. 50G")
 	fs.StringVar(&m.spoolDir, "spool-dir", "", "where written bytes wait until Synapse has them (default ~/.cache/synfs/spool)")
 	fs.StringVar(&m.logFile, "log-file", "", "where a backgrounded mount logs (default ~/.cache/synfs/SYN_ID.log)")
 }
@@ -126,6 +134,9 @@ func serveMount(ctx context.Context, m *mountFlags, id, mountpoint string, stder
 		return code
 	}
 	log := m.logger(stderr)
+	// The cache keeps to --max-memory; without a limit the garbage
+	// collector would let the heap grow to twice what is live.
+	debug.SetMemoryLimit(int64(m.maxMemory) + memoryOverhead)
 	fsys, code, err := m.open(ctx, id, log)
 	if err != nil {
 		return fail(code, err)
@@ -142,7 +153,13 @@ func serveMount(ctx context.Context, m *mountFlags, id, mountpoint string, stder
 	msg := fmt.Sprintf("mounted %s (%q) at %s, %s", id, fsys.RootName(), mountpoint, mode)
 	log.Info(msg)
 	ready("ok " + msg)
-	return waitUnmount(ctx, server, mountpoint, log)
+	exit := waitUnmount(ctx, server, mountpoint, log)
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelClose()
+	if err := fsys.Close(closeCtx); err != nil {
+		log.Error("saving the disk cache", "err", err)
+	}
+	return exit
 }
 
 func (m *mountFlags) logger(w io.Writer) *slog.Logger {
@@ -172,7 +189,7 @@ func (m *mountFlags) open(ctx context.Context, id string, log *slog.Logger) (*sy
 	opts := synfs.Options{
 		Client: client, FolderID: id, S3Endpoint: m.s3Endpoint, ReadOnly: m.readOnly, SpoolDir: m.spoolDir,
 		FileMode: uint32(m.fileMode), DirMode: uint32(m.dirMode), MetadataTTL: m.metadataTTL,
-		MaxMemory: int64(m.maxMemory), Logger: log,
+		MaxMemory: int64(m.maxMemory), CacheDir: m.cacheDir, CacheSize: int64(m.cacheSize), Logger: log,
 	}
 	if m.uid >= 0 || m.gid >= 0 {
 		opts.Owner = &synfs.Owner{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}

@@ -1,0 +1,177 @@
+package fs_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	synfs "github.com/synfs/synfs/fs"
+	"github.com/synfs/synfs/synapse/synapsetest"
+)
+
+// What reading costs in S3 requests and bytes: counted by the emulator,
+// never timed (timing belongs to make bench).
+
+func getObjects(srv *synapsetest.Server) (requests, bytes int64) {
+	op := srv.Stats().S3["GetObject"]
+	return op.Requests, op.BytesOut
+}
+
+func dropPageCache(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		t.Skipf("cannot drop the page cache: %v", err)
+	}
+}
+
+// TestSequentialReadFetchesOnce: a whole-file sequential read fetches each
+// byte about once, in few large requests.
+func TestSequentialReadFetchesOnce(t *testing.T) {
+	const size = 48 << 20
+	data := randomBytes(size, 11)
+	m := mount(t, synapsetest.Options{}, synfs.Options{MaxMemory: 256 << 20}, tree(t, map[string]string{"big.bin": string(data)}))
+	dropPageCache(t)
+	r0, b0 := getObjects(m.srv)
+	got, err := os.ReadFile(filepath.Join(m.dir, "big.bin"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, %v; want the file", len(got), err)
+	}
+	reqs, fetched := getObjects(m.srv)
+	reqs, fetched = reqs-r0, fetched-b0
+	if fetched > size*11/10 {
+		t.Errorf("fetched %d bytes for a %d-byte file: more than 1.1x", fetched, size)
+	}
+	if reqs > size/(1<<20) {
+		t.Errorf("%d GETs for %d MiB: the read was not served by large prefetched parts", reqs, size>>20)
+	}
+}
+
+// TestRandomReadsFetchLittle: scattered small reads fetch small blocks, not
+// whole parts.
+func TestRandomReadsFetchLittle(t *testing.T) {
+	const size = 64 << 20
+	data := randomBytes(size, 12)
+	m := mount(t, synapsetest.Options{}, synfs.Options{}, tree(t, map[string]string{"big.bin": string(data)}))
+	f, err := os.Open(filepath.Join(m.dir, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dropPageCache(t)
+	r0, b0 := getObjects(m.srv)
+	rng := rand.New(rand.NewPCG(1, 2))
+	const reads = 50
+	buf := make([]byte, 4096)
+	for range reads {
+		off := rng.Int64N(size/4096) * 4096
+		if _, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+			t.Fatalf("ReadAt %d: %v", off, err)
+		}
+	}
+	reqs, fetched := getObjects(m.srv)
+	reqs, fetched = reqs-r0, fetched-b0
+	// The kernel may read ahead 128 KiB around a read; allow one 256 KiB
+	// block per read.
+	if limit := int64(reads) * (2*4096 + 256<<10); fetched > limit {
+		t.Errorf("fetched %d bytes in %d GETs for %d random 4 KiB reads; want at most %d", fetched, reqs, reads, limit)
+	}
+}
+
+// TestSmallFilesFetchedAhead: reading a folder's small files one after
+// another fetches the next ones in the background, each exactly once.
+func TestSmallFilesFetchedAhead(t *testing.T) {
+	files := map[string]string{}
+	for i := range 40 {
+		files[fmt.Sprintf("f%03d.dat", i)] = string(randomBytes(16<<10, uint64(i)))
+	}
+	m := mount(t, synapsetest.Options{}, synfs.Options{}, tree(t, files))
+	if _, err := os.ReadDir(m.dir); err != nil { // the ls that resolves metadata
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if _, err := os.Stat(filepath.Join(m.dir, fmt.Sprintf("f%03d.dat", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dropPageCache(t)
+	r0, _ := getObjects(m.srv)
+	for i := range 3 {
+		name := fmt.Sprintf("f%03d.dat", i)
+		if got, err := os.ReadFile(filepath.Join(m.dir, name)); err != nil || string(got) != files[name] {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	waitFor(t, func() bool { r, _ := getObjects(m.srv); return r-r0 >= 3+8 }, "the next files to be fetched ahead")
+	for i := range 40 {
+		name := fmt.Sprintf("f%03d.dat", i)
+		if got, err := os.ReadFile(filepath.Join(m.dir, name)); err != nil || string(got) != files[name] {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if r, _ := getObjects(m.srv); r-r0 != 40 {
+		t.Fatalf("%d GETs for 40 small files read in order; want one each", r-r0)
+	}
+}
+
+// TestDiskCacheAcrossMounts: with --cache-dir, a second mount reads what the
+// first one read without asking S3 again.
+func TestDiskCacheAcrossMounts(t *testing.T) {
+	requireFUSE(t)
+	data := randomBytes(9<<20+7, 13)
+	srv := synapsetest.NewServer(t, synapsetest.Options{})
+	imp, err := srv.Import(t.Context(), "study", tree(t, map[string]string{"data.bin": string(data)}), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cacheDir := t.TempDir()
+	first := mountFolder(t, srv, imp, srv.Owner.Token, synfs.Options{CacheDir: cacheDir})
+	if got, err := os.ReadFile(filepath.Join(first.dir, "data.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("first mount: %v", err)
+	}
+	first.unmount()
+
+	second := mountFolder(t, srv, imp, srv.Owner.Token, synfs.Options{CacheDir: cacheDir})
+	dropPageCache(t)
+	r0, _ := getObjects(srv)
+	if got, err := os.ReadFile(filepath.Join(second.dir, "data.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("second mount: %d bytes, %v", len(got), err)
+	}
+	if r, _ := getObjects(srv); r != r0 {
+		t.Fatalf("the second mount made %d GETs; want all bytes from the disk cache", r-r0)
+	}
+}
+
+// waitFor polls cond for up to 10 s: background work has no other signal.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+	}
+}
+
+// TestKernelReadahead: the mount asks the kernel for a readahead deep
+// enough to keep several 1 MiB requests in flight.
+func TestKernelReadahead(t *testing.T) {
+	m := mount(t, synapsetest.Options{}, synfs.Options{}, tree(t, map[string]string{"a": "a"}))
+	var st syscall.Stat_t
+	if err := syscall.Stat(m.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	if err != nil {
+		t.Skipf("no sysfs entry for the mount: %v", err)
+	}
+	if got := strings.TrimSpace(string(b)); got != fmt.Sprint(synfs.ReadaheadKB) {
+		t.Fatalf("read_ahead_kb = %s, want %d", got, synfs.ReadaheadKB)
+	}
+}
