@@ -5,7 +5,7 @@ BIN     := bin/synfs
 # whole run well under CI's limits.
 TESTFLAGS ?= -race -timeout 9m
 
-.PHONY: build test vet demo dev-server clean
+.PHONY: build test vet demo dev-server bench clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/synfs
@@ -25,6 +25,14 @@ demo: build
 # and token as one JSON line.
 dev-server: build
 	$(BIN) dev-server --import sample=$(CURDIR)/cmd
+
+# synfs against rclone, s3fs and this machine's limits (direct S3 GETs, the
+# FUSE crossing) on the emulator; prints markdown tables and writes JSON.
+# Needs root and /dev/fuse; takes several minutes (rclone reads at ~50 MB/s).
+# A smoke run: make bench BENCHFLAGS=--quick. See go run ./cmd/synfs-bench -h.
+BENCHFLAGS ?=
+bench: build
+	$(GO) run ./cmd/synfs-bench --synfs-bin $(BIN) $(BENCHFLAGS)
 
 clean:
 	rm -rf bin
