@@ -250,14 +250,6 @@ func (c *Cache) open(obj Object, fetch Fetch, random bool) *Reader {
 	return &Reader{c: c, obj: o, fetch: fetch, random: random, lastEnd: -1}
 }
 
-// ReadAt is for callers without an open file: a one-read Reader that never
-// prefetches. Open files should use Open, which sees their access pattern.
-func (c *Cache) ReadAt(ctx context.Context, key string, size int64, p []byte, off int64, fetch Fetch) (int, error) {
-	r := c.open(Object{Key: key, Size: size}, fetch, true)
-	defer r.Close()
-	return r.ReadAt(ctx, p, off)
-}
-
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	c.mu.Lock()
