@@ -24,7 +24,7 @@ type Reader struct {
 	c      *Cache
 	obj    *objState
 	fetch  Fetch
-	random bool // never prefetch: Cache.ReadAt
+	random bool // never prefetch (the random-read path, in tests)
 
 	// Guarded by c.mu.
 	closed   bool
