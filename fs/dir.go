@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"syscall"
@@ -85,6 +86,13 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	h, ok := entries[name]
 	if !ok {
+		// A file created here and not yet uploaded is in no listing.
+		if c := d.GetChild(name); c != nil {
+			if fn, isFile := c.Operations().(*fileNode); isFile && fn.entityID() == "" {
+				fn.fill(&out.Attr)
+				return c, 0
+			}
+		}
 		return nil, syscall.ENOENT
 	}
 	ino, ok := inodeOf(h.ID)
@@ -106,8 +114,9 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil {
 		return nil, d.fsys.errno("lookup", h.ID, err)
 	}
-	if c := d.GetChild(name); c != nil && c.StableAttr().Ino == ino {
-		if fn, ok := c.Operations().(*fileNode); ok {
+	if c := d.GetChild(name); c != nil {
+		// The same entity: created here (a temporary inode) or seen before.
+		if fn, ok := c.Operations().(*fileNode); ok && (c.StableAttr().Ino == ino || fn.entityID() == h.ID) {
 			fn.update(meta)
 			fn.fill(&out.Attr)
 			return c, 0
@@ -160,29 +169,36 @@ func (d *dirNode) fill(a *fuse.Attr) {
 
 // remember puts a header into the cached listing after a change made
 // through this mount, so it shows before the TTL brings a fresh listing.
+//
+// Listings are copied on write: children hands the map and slice out to
+// readers that hold no lock.
 func (d *dirNode) remember(h synapse.EntityHeader) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.entries == nil {
 		return
 	}
-	if _, ok := d.entries[h.Name]; !ok {
+	entries := maps.Clone(d.entries)
+	if _, ok := entries[h.Name]; !ok {
 		i, _ := slices.BinarySearch(d.order, h.Name)
-		d.order = slices.Insert(d.order, i, h.Name)
+		d.order = slices.Insert(slices.Clone(d.order), i, h.Name)
 	}
-	d.entries[h.Name] = h
+	entries[h.Name] = h
+	d.entries = entries
 }
 
-// forget drops a name from the cached listing.
+// forget drops a name from the cached listing (copy on write too).
 func (d *dirNode) forget(name string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.entries[name]; !ok {
 		return
 	}
-	delete(d.entries, name)
+	entries := maps.Clone(d.entries)
+	delete(entries, name)
+	d.entries = entries
 	if i, found := slices.BinarySearch(d.order, name); found {
-		d.order = slices.Delete(d.order, i, i+1)
+		d.order = slices.Delete(slices.Clone(d.order), i, i+1)
 	}
 }
 
@@ -268,7 +284,18 @@ func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 		return f.errno("unlink", h.ID, err)
 	}
 	d.forget(name)
+	d.discardChild(name)
 	return 0
+}
+
+// discardChild drops what is staged for a file that no longer exists, so
+// its close does not try to version an entity in the trash.
+func (d *dirNode) discardChild(name string) {
+	if c := d.GetChild(name); c != nil {
+		if fn, ok := c.Operations().(*fileNode); ok {
+			fn.discardStaged()
+		}
+	}
 }
 
 // Rmdir trashes an empty folder; emptiness is asked of Synapse, not of
@@ -356,6 +383,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			return f.errno("rename", dst.ID, err)
 		}
 		np.forget(newName)
+		np.discardChild(newName)
 	}
 	moved, err := f.moveEntity(ctx, src.ID, newName, np.id)
 	if synapse.IsBadRequest(err) {

@@ -65,9 +65,10 @@ type fileHandle struct {
 	reader *cache.Reader
 	// local is the disk tier's whole, verified copy: reads splice from it.
 	local *os.File
-	// Readers of versions replaced while the file was open; a read may
-	// still be using one, so they are closed at release.
-	old []*cache.Reader
+	// Readers and local files of versions replaced while the file was
+	// open; a read may still be using one, so they are closed at release.
+	old      []*cache.Reader
+	oldLocal []*os.File
 }
 
 // source is what a read of n goes to: the current version's bytes, as on a
@@ -81,7 +82,7 @@ func (h *fileHandle) source(n *fileNode) (*cache.Reader, *os.File, int64) {
 			h.old = append(h.old, h.reader)
 		}
 		if h.local != nil {
-			h.local.Close()
+			h.oldLocal = append(h.oldLocal, h.local)
 			h.local = nil
 		}
 		h.meta = m
@@ -114,8 +115,10 @@ func (h *fileHandle) close() {
 			r.Close()
 		}
 	}
-	if h.local != nil {
-		h.local.Close()
+	for _, l := range append(h.oldLocal, h.local) {
+		if l != nil {
+			l.Close()
+		}
 	}
 }
 

@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,6 +104,9 @@ type Filesystem struct {
 	dest    *synapse.UploadDestination
 	spool   *spool.Spool
 	tempIno atomic.Uint64 // inode numbers of files created but not yet uploaded
+
+	failedMu sync.Mutex
+	failed   map[*fileNode]struct{} // closed with bytes not yet in Synapse
 }
 
 // tempInoBase starts the inode numbers of new files above any Synapse id.
@@ -229,6 +234,7 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 		prefetch: make(chan struct{}, 8),
 		ahead:    make(chan struct{}, smallFilesAhead),
 		metas:    map[string]fileMeta{},
+		failed:   map[*fileNode]struct{}{},
 		readOnly: whyReadOnly != "",
 		dest:     dest,
 	}
@@ -265,6 +271,7 @@ func (f *Filesystem) retryUploads(server *fuse.Server) {
 	defer tick.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		f.retryFailed(ctx)
 		if _, err := f.Recover(ctx); err != nil {
 			f.log.Error("reading the spool", "err", err)
 		}
@@ -279,7 +286,21 @@ func (f *Filesystem) retryUploads(server *fuse.Server) {
 
 // Close finishes what the caches owe the disk (range metadata, pending
 // writes), so that the next mount finds every byte read by this one.
+// It also lets go of the uploads it could not finish, so that the next
+// mount or synfs recover can claim them.
 func (f *Filesystem) Close(ctx context.Context) error {
+	f.failedMu.Lock()
+	nodes := slices.Collect(maps.Keys(f.failed))
+	f.failed = map[*fileNode]struct{}{}
+	f.failedMu.Unlock()
+	for _, n := range nodes {
+		n.wmu.Lock()
+		if n.staged != nil && n.staged.writers == 0 {
+			n.staged.entry.Close()
+			n.staged = nil
+		}
+		n.wmu.Unlock()
+	}
 	return f.blocks.Flush(ctx)
 }
 

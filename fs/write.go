@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
 	"mime"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -57,6 +59,10 @@ type staging struct {
 	entry   *spool.Entry
 	writers int
 	dirty   bool // written since the last successful commit
+
+	// unlinked: the file was removed while open for writing; its bytes go
+	// nowhere.
+	unlinked bool
 
 	// sum hashes the staged bytes as long as they were written front to
 	// back (cp, a program writing a file out), so close needs no second
@@ -142,9 +148,13 @@ func (r readerAtFunc) ReadAt(p []byte, off int64) (int, error) { return r(p, off
 // commitStaged uploads what is staged if it changed. Called with n.wmu held.
 func (n *fileNode) commitStaged(ctx context.Context) syscall.Errno {
 	st := n.staged
-	if st == nil || !st.dirty {
+	if st == nil || !st.dirty || st.unlinked {
 		return 0
 	}
+	// A signal to the closing process interrupts the FUSE request; the
+	// upload it started must not die with it, or close fails for nothing.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
 	if err := st.entry.Update(func(j *spool.Journal) { j.Closed = true }); err != nil {
 		return n.fsys.errno("stage", n.id, err)
 	}
@@ -190,16 +200,61 @@ func (n *fileNode) releaseStaging() {
 	if st.writers > 0 {
 		return
 	}
-	n.staged = nil
-	if !st.dirty {
+	if !st.dirty || st.unlinked {
+		n.staged = nil
 		st.entry.Remove()
 		return
 	}
-	// Let go of the entry so that synfs recover, another mount or this
-	// one's next recovery pass can claim it.
-	st.entry.Close()
-	n.fsys.log.Error("staged bytes kept in the spool for recovery", "entity", n.id, "spool", st.entry.ID())
+	// Not uploaded (the commit failed, or bytes came after the last flush,
+	// as mmap writeback does). The staging stays on the node, so a reopen
+	// continues from these bytes rather than older ones, and the mount
+	// retries it; the journal says closed, so a later mount recovers it if
+	// this one dies first.
+	st.entry.Update(func(j *spool.Journal) { j.Closed = true })
+	st.entry.Sync()
+	n.fsys.failedMu.Lock()
+	n.fsys.failed[n] = struct{}{}
+	n.fsys.failedMu.Unlock()
+	n.fsys.log.Error("staged bytes kept in the spool; the upload is retried", "entity", n.id, "spool", st.entry.ID())
 }
+
+// retryFailed uploads again what this mount's closes could not.
+func (f *Filesystem) retryFailed(ctx context.Context) {
+	f.failedMu.Lock()
+	nodes := slices.Collect(maps.Keys(f.failed))
+	f.failedMu.Unlock()
+	for _, n := range nodes {
+		n.wmu.Lock()
+		st := n.staged
+		if st != nil && st.writers == 0 && n.commitStaged(ctx) == 0 {
+			n.staged = nil
+			st.entry.Remove()
+		}
+		done := n.staged == nil || n.staged.writers > 0
+		n.wmu.Unlock()
+		if done {
+			f.failedMu.Lock()
+			delete(f.failed, n)
+			f.failedMu.Unlock()
+		}
+	}
+}
+
+// discardStaged forgets what is staged for a file that was removed.
+func (n *fileNode) discardStaged() {
+	n.wmu.Lock()
+	defer n.wmu.Unlock()
+	if n.staged != nil {
+		n.staged.unlinked = true
+		if n.staged.writers == 0 {
+			n.staged.entry.Remove()
+			n.staged = nil
+		}
+	}
+}
+
+// commitTimeout bounds one upload; a slow link gets this long per file.
+const commitTimeout = time.Hour
 
 type commitResult struct {
 	entity *synapse.Entity

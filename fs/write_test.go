@@ -395,9 +395,9 @@ func TestFailedUploadIsKeptAndRecovered(t *testing.T) {
 	if countFiles(o.spool) == 0 {
 		t.Fatal("the spool is empty after a failed upload")
 	}
-	// A second mount with the same spool recovers it (or the first one's
-	// retry does, whichever claims it first).
-	mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{SpoolDir: o.spool, RetryEvery: 200 * time.Millisecond})
+	// The next mount with the same spool recovers it.
+	o.unmount()
+	mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{SpoolDir: o.spool})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if e, ok := o.child(t, o.imp.FolderID, "precious.bin"); ok {
@@ -459,4 +459,50 @@ func TestOtherMountSeesNewVersion(t *testing.T) {
 	if n, _ := reader.ReadAt(got, 0); string(got[:n]) != "new!\n" {
 		t.Fatalf("a reader open since before reads %q; want the new bytes, not the old page cache", got[:n])
 	}
+}
+
+// TestLiveMountRetries: a mount retries its own failed upload once S3 is
+// back, without a remount.
+func TestLiveMountRetries(t *testing.T) {
+	requireFUSE(t)
+	srv := synapsetest.NewServer(t, synapsetest.Options{})
+	imp, err := srv.Import(t.Context(), "outbox", tree(t, map[string]string{"a.txt": "a"}), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mountFolder(t, srv, imp, srv.Owner.Token, synfs.Options{SpoolDir: t.TempDir(), RetryEvery: 200 * time.Millisecond})
+	o := outbox{mounted: m, client: ownerClient(t, srv)}
+	srv.S3Conditions().SetFaults(netem.Faults{Status500: 1})
+	err = cp([]byte("second try"), filepath.Join(m.dir, "retry.txt"))
+	srv.S3Conditions().SetFaults(netem.Faults{})
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("close with S3 failing: %v, want EIO", err)
+	}
+	waitFor(t, func() bool { _, ok := o.child(t, imp.FolderID, "retry.txt"); return ok }, "the retried upload")
+	e, _ := o.child(t, imp.FolderID, "retry.txt")
+	if got := o.synapseBytes(t, e); string(got) != "second try" {
+		t.Fatalf("retried bytes %q", got)
+	}
+}
+
+// TestUnlinkWhileWriting: a file removed while open for writing leaves
+// nothing behind: close succeeds, nothing is uploaded, the spool is empty.
+func TestUnlinkWhileWriting(t *testing.T) {
+	o := mountOutbox(t, map[string]string{"a.txt": "a"})
+	p := filepath.Join(o.dir, "a.txt")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("doomed")
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("close after unlink: %v", err)
+	}
+	if _, ok := o.child(t, o.imp.FolderID, "a.txt"); ok {
+		t.Fatal("a.txt is back in Synapse after its unlink")
+	}
+	waitFor(t, func() bool { return countFiles(o.spool) == 0 }, "the spool to empty")
 }
