@@ -225,7 +225,21 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if _, exists, err := d.entry(ctx, name); err != nil {
 		return nil, nil, 0, f.errno("create", d.id, err)
 	} else if exists {
-		return nil, nil, 0, syscall.EEXIST
+		// The kernel asked to create from a stale negative entry: without
+		// O_EXCL, open(O_CREAT) opens what is there.
+		if flags&syscall.O_EXCL != 0 {
+			return nil, nil, 0, syscall.EEXIST
+		}
+		child, errno := d.Lookup(ctx, name, out)
+		if errno != 0 {
+			return nil, nil, 0, errno
+		}
+		fn, ok := child.Operations().(*fileNode)
+		if !ok {
+			return nil, nil, 0, syscall.EISDIR
+		}
+		fh, fuseFlags, errno := fn.Open(ctx, flags)
+		return child, fh, fuseFlags, errno
 	}
 	fn := &fileNode{fsys: f}
 	child := d.NewInode(ctx, fn, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: f.tempIno.Add(1)})
