@@ -397,15 +397,25 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 			return f.errno("rename", dst.ID, err)
 		}
 		np.forget(newName)
-		np.discardChild(newName)
 	}
 	moved, err := f.moveEntity(ctx, src.ID, newName, np.id)
+	if err != nil && exists {
+		// rename(2) failed, so the target must still be there.
+		if rerr := f.client.RestoreEntity(context.WithoutCancel(ctx), dst.ID); rerr != nil {
+			f.log.Error("rename failed and the replaced target could not be restored from the trash", "target", dst.ID, "err", rerr)
+		} else {
+			np.remember(dst)
+		}
+	}
 	if synapse.IsBadRequest(err) {
 		f.log.Warn("Synapse refused the move", "entity", src.ID, "to", np.id, "err", err)
 		return syscall.EXDEV
 	}
 	if err != nil {
 		return f.errno("rename", src.ID, err)
+	}
+	if exists {
+		np.discardChild(newName)
 	}
 	d.forget(name)
 	src.Name, src.ModifiedOn = moved.Name, moved.ModifiedOn

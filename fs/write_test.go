@@ -506,3 +506,25 @@ func TestUnlinkWhileWriting(t *testing.T) {
 	}
 	waitFor(t, func() bool { return countFiles(o.spool) == 0 }, "the spool to empty")
 }
+
+// TestFailedRenameKeepsTarget: when the move fails after the target went
+// to the trash, the target comes back, as rename(2) promises.
+func TestFailedRenameKeepsTarget(t *testing.T) {
+	o := mountOutbox(t, map[string]string{"a.txt": "a", "b.txt": "b"})
+	if _, err := os.ReadDir(o.dir); err != nil { // cache the listing
+		t.Fatal(err)
+	}
+	// Someone trashes a.txt behind the mount's back.
+	if err := o.client.DeleteEntity(t.Context(), o.imp.IDs["a.txt"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(o.dir, "a.txt"), filepath.Join(o.dir, "b.txt")); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("rename of a vanished source: %v, want ENOENT", err)
+	}
+	if e, ok := o.child(t, o.imp.FolderID, "b.txt"); !ok || e.ID != o.imp.IDs["b.txt"] {
+		t.Fatal("the target b.txt is gone after a failed rename")
+	}
+	if got, err := os.ReadFile(filepath.Join(o.dir, "b.txt")); err != nil || string(got) != "b" {
+		t.Fatalf("b.txt through the mount: %q, %v", got, err)
+	}
+}

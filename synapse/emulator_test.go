@@ -353,6 +353,15 @@ func TestWriteAnExternalFolder(t *testing.T) {
 	if _, err := c.GetEntity(ctx, file.ID); !synapse.IsNotFound(err) {
 		t.Fatalf("trashed entity: err = %v, want 404", err)
 	}
+	if err := c.RestoreEntity(ctx, file.ID); err != nil {
+		t.Fatalf("restore from the trash: %v", err)
+	}
+	if back, err := c.GetEntity(ctx, file.ID); err != nil || back.ParentID != sub.ID {
+		t.Fatalf("restored entity = %+v, %v", back, err)
+	}
+	if err := c.DeleteEntity(ctx, file.ID); err != nil {
+		t.Fatal(err)
+	}
 	if kids, err := c.ListChildren(ctx, sub.ID); err != nil || len(kids) != 0 {
 		t.Fatalf("children after delete = %v, %v", names(kids), err)
 	}

@@ -221,6 +221,12 @@ func (c *Client) DeleteEntity(ctx context.Context, id string) error {
 	return err
 }
 
+// RestoreEntity takes an entity out of the trash can, back to its parent
+// (PUT /trashcan/restore/{id}).
+func (c *Client) RestoreEntity(ctx context.Context, id string) error {
+	return c.call(ctx, &request{method: http.MethodPut, base: c.repo, path: "/trashcan/restore/" + url.PathEscape(id)})
+}
+
 // entityPath escapes id so a hostile name-turned-id cannot change the route.
 func entityPath(id string) string { return "/entity/" + url.PathEscape(id) }
 
