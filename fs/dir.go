@@ -122,7 +122,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			return c, 0
 		}
 	}
-	fn := &fileNode{fsys: d.fsys, id: h.ID, meta: meta}
+	fn := newFileNode(d.fsys, h.ID, meta)
 	fn.fill(&out.Attr)
 	return d.NewInode(ctx, fn, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: ino}), 0
 }
@@ -241,7 +241,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		fh, fuseFlags, errno := fn.Open(ctx, flags)
 		return child, fh, fuseFlags, errno
 	}
-	fn := &fileNode{fsys: f}
+	fn := newFileNode(f, "", fileMeta{})
 	child := d.NewInode(ctx, fn, gofs.StableAttr{Mode: fuse.S_IFREG, Ino: f.tempIno.Add(1)})
 	d.AddChild(name, child, true)
 	fn.wmu.Lock()
@@ -251,7 +251,7 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		return nil, nil, 0, f.errno("create", d.id, err)
 	}
 	fn.staged.writers++
-	fn.fillLocked(&out.Attr)
+	fn.fill(&out.Attr)
 	return child, &fileHandle{write: true}, 0, 0
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,6 +42,16 @@ type fileNode struct {
 	// wmu serialises writers of this file: staging, writes and commits.
 	wmu    sync.Mutex
 	staged *staging
+	// The staged file's size (-1: nothing staged) and last write, readable
+	// without wmu.
+	stagedSize atomic.Int64
+	stagedTime atomic.Int64
+}
+
+func newFileNode(f *Filesystem, id string, m fileMeta) *fileNode {
+	n := &fileNode{fsys: f, id: id, meta: m}
+	n.stagedSize.Store(-1)
+	return n
 }
 
 var (
@@ -172,20 +183,13 @@ func (n *fileNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 	return 0
 }
 
+// fill reports a file being written with its staged size. It takes no
+// lock a writer holds: stat must not wait for an upload.
 func (n *fileNode) fill(a *fuse.Attr) {
-	n.wmu.Lock()
-	defer n.wmu.Unlock()
-	n.fillLocked(a)
-}
-
-// fillLocked reports a file being written with its staged size; n.wmu held.
-func (n *fileNode) fillLocked(a *fuse.Attr) {
 	m := n.current()
 	size, mtime := m.size, m.modified
-	if n.staged != nil {
-		if st, err := n.staged.entry.File().Stat(); err == nil {
-			size, mtime = st.Size(), st.ModTime()
-		}
+	if staged := n.stagedSize.Load(); staged >= 0 {
+		size, mtime = staged, time.Unix(0, n.stagedTime.Load())
 	}
 	f := n.fsys
 	a.Mode = fuse.S_IFREG | f.fileMode()

@@ -297,7 +297,7 @@ func (f *Filesystem) Close(ctx context.Context) error {
 		n.wmu.Lock()
 		if n.staged != nil && n.staged.writers == 0 {
 			n.staged.entry.Close()
-			n.staged = nil
+			n.setStaged(nil)
 		}
 		n.wmu.Unlock()
 	}

@@ -56,6 +56,7 @@ func (f *Filesystem) checkName(name string) syscall.Errno {
 // open writable handle of the file, so two writers through this mount see
 // one file and their uploads are serialised by fileNode.wmu.
 type staging struct {
+	node    *fileNode
 	entry   *spool.Entry
 	writers int
 	dirty   bool // written since the last successful commit
@@ -74,6 +75,7 @@ type staging struct {
 func (st *staging) writeAt(data []byte, off int64) (int, error) {
 	got, err := st.entry.File().WriteAt(data, off)
 	st.dirty = true
+	st.node.staleSize(off + int64(got))
 	if st.sum != nil {
 		if off == st.summed && err == nil {
 			st.sum.Write(data)
@@ -90,7 +92,38 @@ func (st *staging) truncate(size int64) error {
 	if size != st.summed {
 		st.sum = nil
 	}
-	return st.entry.File().Truncate(size)
+	if err := st.entry.File().Truncate(size); err != nil {
+		return err
+	}
+	st.node.stagedSize.Store(size)
+	st.node.stagedTime.Store(time.Now().UnixNano())
+	return nil
+}
+
+// setStaged installs or clears the staging; n.wmu held. The size it
+// publishes lets stat answer without waiting for n.wmu, which an upload
+// holds for its whole length.
+func (n *fileNode) setStaged(st *staging) {
+	n.staged = st
+	size := int64(-1)
+	if st != nil {
+		if info, err := st.entry.File().Stat(); err == nil {
+			size = info.Size()
+		}
+	}
+	n.stagedSize.Store(size)
+	n.stagedTime.Store(time.Now().UnixNano())
+}
+
+// staleSize grows the published staged size to cover a write ending at end.
+func (n *fileNode) staleSize(end int64) {
+	for {
+		cur := n.stagedSize.Load()
+		if cur >= end || n.stagedSize.CompareAndSwap(cur, end) {
+			break
+		}
+	}
+	n.stagedTime.Store(time.Now().UnixNano())
 }
 
 // knownMD5 is the staged bytes' MD5 when writing computed it already.
@@ -122,7 +155,7 @@ func (n *fileNode) stage(ctx context.Context, truncate bool) error {
 	if err != nil {
 		return fmt.Errorf("staging %s: %w", name, err)
 	}
-	st := &staging{entry: entry, dirty: truncate || n.id == "", sum: md5.New()}
+	st := &staging{node: n, entry: entry, dirty: truncate || n.id == "", sum: md5.New()}
 	if !truncate && n.id != "" && m.size > 0 {
 		// Opening without O_TRUNC starts from the current bytes.
 		reader := n.fsys.blocks.Open(cache.Object{Key: m.handleID, Size: m.size, MD5: m.md5}, n.fsys.fetcher(m))
@@ -137,7 +170,7 @@ func (n *fileNode) stage(ctx context.Context, truncate bool) error {
 		}
 		st.summed = copied
 	}
-	n.staged = st
+	n.setStaged(st)
 	return nil
 }
 
@@ -201,7 +234,7 @@ func (n *fileNode) releaseStaging() {
 		return
 	}
 	if !st.dirty || st.unlinked {
-		n.staged = nil
+		n.setStaged(nil)
 		st.entry.Remove()
 		return
 	}
@@ -227,7 +260,7 @@ func (f *Filesystem) retryFailed(ctx context.Context) {
 		n.wmu.Lock()
 		st := n.staged
 		if st != nil && st.writers == 0 && n.commitStaged(ctx) == 0 {
-			n.staged = nil
+			n.setStaged(nil)
 			st.entry.Remove()
 		}
 		done := n.staged == nil || n.staged.writers > 0
@@ -248,7 +281,7 @@ func (n *fileNode) discardStaged() {
 		n.staged.unlinked = true
 		if n.staged.writers == 0 {
 			n.staged.entry.Remove()
-			n.staged = nil
+			n.setStaged(nil)
 		}
 	}
 }

@@ -528,3 +528,32 @@ func TestFailedRenameKeepsTarget(t *testing.T) {
 		t.Fatalf("b.txt through the mount: %q, %v", got, err)
 	}
 }
+
+// TestStatDuringUpload: ls -l of a file whose upload is running answers
+// at once with the staged size; it does not wait for the upload.
+func TestStatDuringUpload(t *testing.T) {
+	o := mountOutbox(t, map[string]string{"a.txt": "a"})
+	o.srv.S3Conditions().SetShaping(netem.Shaping{Latency: 3 * time.Second})
+	defer o.srv.S3Conditions().SetShaping(netem.Shaping{})
+	p := filepath.Join(o.dir, "slow.bin")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 12345))
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	time.Sleep(300 * time.Millisecond) // let the close start its upload
+	info, err := os.Stat(p)
+	select {
+	case <-closed:
+		t.Fatal("the upload finished before stat answered: the test did not overlap them")
+	default:
+	}
+	if err != nil || info.Size() != 12345 {
+		t.Fatalf("stat during the upload: %v, %v; want 12345 bytes", info, err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}
