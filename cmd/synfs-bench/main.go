@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/synfs/synfs/cmd/internal/bytesize"
 )
 
 const usage = `usage: synfs-bench [flags]
@@ -178,10 +180,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.Workloads, err = pickList(workloads, allWorkloads, "workload"); err != nil {
 		return cfg, err
 	}
-	if cfg.maxMemBytes, err = parseSize(cfg.MaxMemory); err != nil {
+	if cfg.maxMemBytes, err = bytesize.Parse(cfg.MaxMemory); err != nil {
 		return cfg, fmt.Errorf("--max-memory: %w", err)
 	}
-	if cfg.cacheBytes, err = parseSize(cfg.CacheSize); err != nil {
+	if cfg.cacheBytes, err = bytesize.Parse(cfg.CacheSize); err != nil {
 		return cfg, fmt.Errorf("--cache-size: %w", err)
 	}
 	cfg.Sizes = fullSizes
@@ -215,31 +217,4 @@ func pickList(v string, known []string, what string) ([]string, error) {
 		return nil, fmt.Errorf("no %s selected", what)
 	}
 	return out, nil
-}
-
-// parseSize reads 512M, 1G, 4096 (powers of 1024), as synfs's flags do.
-func parseSize(v string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(v))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	var n int64
-	if _, err := fmt.Sscanf(t, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != t {
-		return 0, fmt.Errorf("want a size such as 512M or 2G, got %q", v)
-	}
-	return n * mult, nil
 }

@@ -218,19 +218,6 @@ func TestPickList(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"1G": 1 << 30, "512M": 512 << 20, "4GiB": 4 << 30, "4096": 4096} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{"", "G", "-1G", "1.5G", "12x"} {
-		if _, err := parseSize(bad); err == nil {
-			t.Errorf("parseSize(%q) accepted", bad)
-		}
-	}
-}
-
 func TestParseProc(t *testing.T) {
 	// A command name with spaces and a parenthesis must not shift fields.
 	stat := "4242 (rclone (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 130 0 0 20 0 12 0 100 0 0"
