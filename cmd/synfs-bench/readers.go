@@ -85,64 +85,55 @@ func randomOffsets(fileSize, size int64, n int, seed uint64) []int64 {
 // readRandom preads size bytes at each offset once, from threads readers,
 // each with its own descriptor as independent processes would have.
 func readRandom(ctx context.Context, p string, offsets []int64, size int64, threads int) (readResult, error) {
-	next := make(chan int64, len(offsets))
-	for _, o := range offsets {
-		next <- o
-	}
-	close(next)
-	var (
-		mu    sync.Mutex
-		total readResult
-		errs  []error
-		wg    sync.WaitGroup
-	)
-	start := time.Now()
-	for range threads {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine readResult
-			err := func() error {
-				f, err := os.Open(p)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				buf := make([]byte, size)
-				for off := range next {
-					if ctx.Err() != nil {
-						mine.Partial = true
-						return nil
-					}
-					n, err := f.ReadAt(buf, off)
-					mine.Bytes += int64(n)
-					mine.Ops++
-					if err != nil && !errors.Is(err, io.EOF) {
-						return fmt.Errorf("pread %s at %d: %w", p, off, err)
-					}
-				}
+	return fanOut(ctx, offsets, threads, func(ctx context.Context, next <-chan int64, mine *readResult) error {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		buf := make([]byte, size)
+		for off := range next {
+			if ctx.Err() != nil {
+				mine.Partial = true
 				return nil
-			}()
-			mu.Lock()
-			defer mu.Unlock()
-			total.Bytes += mine.Bytes
-			total.Ops += mine.Ops
-			total.Partial = total.Partial || mine.Partial
-			if err != nil {
-				errs = append(errs, err)
 			}
-		}()
-	}
-	wg.Wait()
-	total.Elapsed = time.Since(start)
-	return total, errors.Join(errs...)
+			n, err := f.ReadAt(buf, off)
+			mine.Bytes += int64(n)
+			mine.Ops++
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("pread %s at %d: %w", p, off, err)
+			}
+		}
+		return nil
+	})
 }
 
 // readFiles opens, reads and closes each path, with readers at a time.
 func readFiles(ctx context.Context, paths []string, readers int) (readResult, error) {
-	next := make(chan string, len(paths))
-	for _, p := range paths {
-		next <- p
+	return fanOut(ctx, paths, readers, func(ctx context.Context, next <-chan string, mine *readResult) error {
+		buf := make([]byte, 1<<20)
+		for p := range next {
+			if ctx.Err() != nil {
+				mine.Partial = true
+				return nil
+			}
+			r, err := readWhole(ctx, p, buf)
+			mine.Bytes += r.Bytes
+			mine.Ops++
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// fanOut hands items to n workers and sums what they read; each worker
+// counts into its own readResult, merged when it ends.
+func fanOut[T any](ctx context.Context, items []T, n int, work func(context.Context, <-chan T, *readResult) error) (readResult, error) {
+	next := make(chan T, len(items))
+	for _, it := range items {
+		next <- it
 	}
 	close(next)
 	var (
@@ -152,26 +143,10 @@ func readFiles(ctx context.Context, paths []string, readers int) (readResult, er
 		wg    sync.WaitGroup
 	)
 	start := time.Now()
-	for range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 1<<20)
+	for range n {
+		wg.Go(func() {
 			var mine readResult
-			var err error
-			for p := range next {
-				if ctx.Err() != nil {
-					mine.Partial = true
-					break
-				}
-				var r readResult
-				r, err = readWhole(ctx, p, buf)
-				mine.Bytes += r.Bytes
-				mine.Ops++
-				if err != nil {
-					break
-				}
-			}
+			err := work(ctx, next, &mine)
 			mu.Lock()
 			defer mu.Unlock()
 			total.Bytes += mine.Bytes
@@ -180,7 +155,7 @@ func readFiles(ctx context.Context, paths []string, readers int) (readResult, er
 			if err != nil {
 				errs = append(errs, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	total.Elapsed = time.Since(start)

@@ -89,17 +89,27 @@ func newMountFlagSet() *mountFlagSet {
 	return f
 }
 
-func mountCmd(ctx context.Context, args []string, stderr io.Writer) int {
-	fset := newMountFlagSet()
+// parse reads args (flags anywhere, -o included) and returns the
+// positional arguments, or the exit code of a usage error.
+func (fset *mountFlagSet) parse(args []string, usage string, stderr io.Writer) ([]string, int) {
 	fset.SetOutput(stderr)
-	fset.Usage = func() { fmt.Fprint(stderr, mountUsage); fset.PrintDefaults() }
+	fset.Usage = func() { fmt.Fprint(stderr, usage); fset.PrintDefaults() }
 	pos, err := parseInterleaved(fset.FlagSet, args)
 	if err != nil {
-		return 2
+		return nil, 2
 	}
 	if err := fset.o.apply(fset.FlagSet); err != nil {
 		fmt.Fprintf(stderr, "synfs: %v\n", err)
-		return 2
+		return nil, 2
+	}
+	return pos, 0
+}
+
+func mountCmd(ctx context.Context, args []string, stderr io.Writer) int {
+	fset := newMountFlagSet()
+	pos, code := fset.parse(args, mountUsage, stderr)
+	if code != 0 {
+		return code
 	}
 	m := &fset.m
 	if len(pos) != 2 {

@@ -17,15 +17,9 @@ flags:
 
 func recoverCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fset := newMountFlagSet()
-	fset.SetOutput(stderr)
-	fset.Usage = func() { fmt.Fprint(stderr, recoverUsage); fset.PrintDefaults() }
-	pos, err := parseInterleaved(fset.FlagSet, args)
-	if err != nil {
-		return 2
-	}
-	if err := fset.o.apply(fset.FlagSet); err != nil {
-		fmt.Fprintf(stderr, "synfs: %v\n", err)
-		return 2
+	pos, code := fset.parse(args, recoverUsage, stderr)
+	if code != 0 {
+		return code
 	}
 	if len(pos) != 1 || !synIDRE.MatchString(pos[0]) {
 		fmt.Fprintln(stderr, "synfs: want one SYN_ID (synfs recover -h for help)")
