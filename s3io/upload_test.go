@@ -194,10 +194,9 @@ func TestUploadRefused(t *testing.T) {
 func TestUploadExpiredTokenRefreshesOnce(t *testing.T) {
 	t.Parallel()
 	const lifetime = time.Second
-	f := newFixture(t, synapsetest.Options{STSLifetime: lifetime}, true)
+	f := newFixture(t, synapsetest.Options{}, true)
 	v := f.vendor()
 	v.claim = time.Hour // the Store believes in an hour; S3 says otherwise
-	s := f.store(t, v, func(o *s3io.Options) { o.Write = true })
 	tests := []struct {
 		name string
 		size int
@@ -208,7 +207,18 @@ func TestUploadExpiredTokenRefreshesOnce(t *testing.T) {
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// A fresh Store holds credentials that really last a second.
+			// The refresh then brings ones that outlive the upload, so
+			// exactly one vend is right however slow the machine is.
+			f.srv.SetSTSLifetime(lifetime)
+			s := f.store(t, v, func(o *s3io.Options) { o.Write = true })
+			prime := fmt.Sprintf("%s/expired-%d/prime", f.imp.BaseKey, i)
+			if _, err := s.Upload(t.Context(), prime, bytes.NewReader([]byte("x")), 1, s3io.UploadOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			f.srv.SetSTSLifetime(time.Hour)
 			time.Sleep(lifetime + 300*time.Millisecond) // past the real expiry
+
 			data := randomBytes(uint64(10+i), tc.size)
 			key := fmt.Sprintf("%s/expired-%d/f", f.imp.BaseKey, i)
 			before := s.Stats()
