@@ -239,19 +239,34 @@ func TestLatencyHonoursCancellation(t *testing.T) {
 }
 
 func TestBandwidth(t *testing.T) {
-	body := bytes.Repeat([]byte{7}, 2_000_000)
-	for name, h := range map[string]http.Handler{"content-length": payload(body), "streamed": streamed(body)} {
-		t.Run(name, func(t *testing.T) {
+	tests := []struct {
+		name     string
+		size     int
+		rate     int64
+		atLeast  time.Duration // the size at the rate, less pacing's slack
+		streamed bool
+	}{
+		{"2 MB at 10 MB/s, content-length", 2_000_000, 10_000_000, 180 * time.Millisecond, false},
+		{"2 MB at 10 MB/s, streamed", 2_000_000, 10_000_000, 180 * time.Millisecond, true},
+		{"64 KiB at 1 MB/s: small bodies keep the rate too", 64 << 10, 1_000_000, 60 * time.Millisecond, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			body := bytes.Repeat([]byte{7}, tc.size)
+			h := payload(body)
+			if tc.streamed {
+				h = streamed(body)
+			}
 			c := NewConditions()
-			c.SetShaping(Shaping{BytesPerSecond: 10_000_000})
+			c.SetShaping(Shaping{BytesPerSecond: tc.rate})
 			ts := newServer(t, c, h)
 			start := time.Now()
 			_, got, err := fetch(t, ts.URL)
 			if err != nil || !bytes.Equal(got, body) {
 				t.Fatalf("got %d bytes, %v", len(got), err)
 			}
-			if d := time.Since(start); d < 180*time.Millisecond {
-				t.Fatalf("2 MB at 10 MB/s took %v, want at least ~0.2s", d)
+			if d := time.Since(start); d < tc.atLeast {
+				t.Fatalf("took %v, want at least %v", d, tc.atLeast)
 			}
 		})
 	}
