@@ -38,8 +38,8 @@ type Options struct {
 	S3Listen string // address of the S3 listener; default 127.0.0.1:0
 	DataDir  string // keep S3 objects in this directory instead of memory
 
-	RESTLatency      time.Duration // added before each Synapse answer
-	S3Latency        time.Duration // added before the first byte of each S3 answer
+	RESTLatency      time.Duration // time to the first byte of each Synapse answer
+	S3Latency        time.Duration // time to the first byte of each S3 answer
 	S3BytesPerSecond int64         // cap per S3 response body; 0 = none
 
 	DisableThrottle    bool // the service's per-user throttle is on unless this is set

@@ -38,7 +38,9 @@ type Faults struct {
 
 // Shaping slows responses down the way a long or thin link would.
 type Shaping struct {
-	// Latency is added before the response starts (before the handler runs).
+	// Latency is the time from a request's arrival to the first byte of
+	// its answer. The handler runs meanwhile, so its own work counts
+	// towards the latency, as a real server's does.
 	Latency time.Duration
 	// BytesPerSecond caps each response body; 0 means unlimited. Bodies
 	// are paced in small chunks so that large bodies keep the rate without
@@ -159,30 +161,7 @@ func (c *Conditions) Middleware(next http.Handler, errorBody func(status int) (c
 		kind, status := c.draw(c.Faults())
 		shaping := c.Shaping()
 		ctx := r.Context()
-
-		if shaping.Latency > 0 {
-			t := time.NewTimer(shaping.Latency)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return // the client is gone; nobody to answer
-			}
-		}
-
-		if kind == faultStatus {
-			_, _ = io.CopyN(io.Discard, r.Body, maxDrain)
-			ct, body := errorBody(status)
-			h := w.Header()
-			h.Set("Content-Type", ct)
-			h.Set("Content-Length", strconv.Itoa(len(body)))
-			w.WriteHeader(status)
-			if r.Method != http.MethodHead {
-				_, _ = w.Write(body)
-			}
-			return
-		}
-		if kind == faultNone && shaping.BytesPerSecond <= 0 {
+		if kind == faultNone && shaping == (Shaping{}) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -196,10 +175,35 @@ func (c *Conditions) Middleware(next http.Handler, errorBody func(status int) (c
 			cutAt:  -1,
 			header: w.Header(),
 		}
+		if shaping.Latency > 0 {
+			sw.firstByte = time.Now().Add(shaping.Latency)
+		}
 		if sw.rate > 0 {
 			sw.chunk = int(min(max(sw.rate/50, 512), 32<<10)) // about 20 ms of data per write
 		}
+
+		if kind == faultStatus {
+			_, _ = io.CopyN(io.Discard, r.Body, maxDrain)
+			if sw.awaitFirstByte() != nil {
+				return // the client is gone; nobody to answer
+			}
+			ct, body := errorBody(status)
+			h := w.Header()
+			h.Set("Content-Type", ct)
+			h.Set("Content-Length", strconv.Itoa(len(body)))
+			w.WriteHeader(status)
+			if r.Method != http.MethodHead {
+				_, _ = w.Write(body)
+			}
+			return
+		}
 		next.ServeHTTP(sw, r)
+		if !sw.wroteHeader && !sw.dead {
+			// The handler wrote nothing (an empty 200): the server
+			// answers when the handler returns, so keep it from doing
+			// that before the latency is up.
+			_ = sw.awaitFirstByte()
+		}
 	})
 }
 
@@ -219,6 +223,11 @@ type shapedWriter struct {
 	cutAt int64 // body bytes to let through before cutting; -1 until known
 	dead  bool  // the connection is cut: swallow everything
 
+	// firstByte is when the answer may start: the request's arrival plus
+	// the latency. The handler runs meanwhile, as a real server's work is
+	// part of its first-byte latency; zero when there is no latency.
+	firstByte time.Time
+
 	rate  int64
 	chunk int
 	start time.Time
@@ -234,6 +243,9 @@ func (s *shapedWriter) Unwrap() http.ResponseWriter { return s.w }
 
 // Flush passes through, so streaming handlers keep working.
 func (s *shapedWriter) Flush() {
+	if !s.wroteHeader {
+		s.WriteHeader(http.StatusOK) // a flush starts the answer: not before its time
+	}
 	if !s.dead {
 		_ = s.rc.Flush()
 	}
@@ -241,6 +253,10 @@ func (s *shapedWriter) Flush() {
 
 func (s *shapedWriter) WriteHeader(code int) {
 	if s.dead || s.wroteHeader {
+		return
+	}
+	if s.awaitFirstByte() != nil {
+		s.dead = true // the client is gone; the handler's writes go nowhere
 		return
 	}
 	if code >= 100 && code < 200 {
@@ -274,6 +290,9 @@ func (s *shapedWriter) Write(p []byte) (int, error) {
 		s.WriteHeader(http.StatusOK)
 	}
 	if s.dead {
+		if err := s.ctx.Err(); err != nil {
+			return 0, err
+		}
 		return 0, errCut
 	}
 	if s.fault != faultNone && s.cutAt < 0 && len(p) > 0 {
@@ -307,6 +326,26 @@ func (s *shapedWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// awaitFirstByte sleeps until the answer may start.
+func (s *shapedWriter) awaitFirstByte() error {
+	if s.firstByte.IsZero() {
+		return nil
+	}
+	wait := time.Until(s.firstByte)
+	s.firstByte = time.Time{}
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
 }
 
 // paceSlack is how far ahead of its schedule a body may run before pace

@@ -201,16 +201,38 @@ func TestFaultRatesFollowProbabilities(t *testing.T) {
 func fmt2(k fault, st int) string { return strconv.Itoa(int(k)) + "/" + strconv.Itoa(st) }
 
 func TestLatency(t *testing.T) {
-	var c Conditions // the zero value must work
-	c.SetShaping(Shaping{Latency: 150 * time.Millisecond})
-	ts := newServer(t, &c, payload([]byte("hello")))
-	start := time.Now()
-	_, got, err := fetch(t, ts.URL)
-	if err != nil || string(got) != "hello" {
-		t.Fatalf("got %q, %v", got, err)
+	const latency = 200 * time.Millisecond
+	tests := []struct {
+		name   string
+		h      http.Handler
+		want   string
+		atMost time.Duration // 0: no upper bound
+	}{
+		{"a body", payload([]byte("hello")), "hello", 0},
+		{"an empty answer", http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), "", 0},
+		{"a handler's own work counts toward the latency", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(latency)
+			w.Write([]byte("worked"))
+		}), "worked", 2*latency - 50*time.Millisecond},
 	}
-	if d := time.Since(start); d < 150*time.Millisecond {
-		t.Fatalf("answered in %v, want at least 150ms", d)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var c Conditions // the zero value must work
+			c.SetShaping(Shaping{Latency: latency})
+			ts := newServer(t, &c, tc.h)
+			start := time.Now()
+			_, got, err := fetch(t, ts.URL)
+			if err != nil || string(got) != tc.want {
+				t.Fatalf("got %q, %v", got, err)
+			}
+			d := time.Since(start)
+			if d < latency {
+				t.Fatalf("answered in %v, want at least %v", d, latency)
+			}
+			if tc.atMost > 0 && d > tc.atMost {
+				t.Fatalf("answered in %v: the latency came on top of the handler's work", d)
+			}
+		})
 	}
 }
 
