@@ -137,9 +137,19 @@ func runBench(ctx context.Context, cfg config, log *slog.Logger) (*report, error
 	if err := b.setup(ctx); err != nil {
 		return nil, err
 	}
+	var fresh []float64
+	probe := func() {
+		if s, err := freshMemoryCost(); err != nil {
+			b.addNote("fresh memory cost not measured: " + err.Error())
+		} else {
+			fresh = append(fresh, s)
+		}
+	}
+	probe()
 	err = b.runAll(ctx)
+	probe()
 	return buildReport(cfg, b.res, reportInputs{
-		started: started, systems: b.systemNames(), notes: b.notes, synfs: b.synfsVersion,
+		started: started, systems: b.systemNames(), notes: b.notes, synfs: b.synfsVersion, fresh: fresh,
 	}), err
 }
 

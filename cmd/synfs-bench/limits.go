@@ -220,3 +220,27 @@ func lockedSeqRead(ctx context.Context, p string) (readResult, error) {
 	o := <-ch
 	return o.r, o.err
 }
+
+// freshMemoryProbe is how much anonymous memory freshMemoryCost touches.
+const freshMemoryProbe = 256 << 20
+
+// freshMemoryCost is the CPU seconds per GiB this machine spends the first
+// time a process writes to anonymous memory (page faults, zeroing; in some
+// VMs the host backing the page again). A mount that keeps what it reads
+// pays it for every byte it caches; the limits reuse their buffers and do
+// not. It varies with what ran before, so the report shows it at the start
+// and at the end of the run.
+func freshMemoryCost() (float64, error) {
+	mem, err := syscall.Mmap(-1, 0, freshMemoryProbe, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return 0, fmt.Errorf("mmap: %w", err)
+	}
+	defer syscall.Munmap(mem)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c0 := threadCPU()
+	for i := 0; i < len(mem); i += os.Getpagesize() {
+		mem[i] = 1
+	}
+	return (threadCPU() - c0).Seconds() * float64(1<<30) / float64(len(mem)), nil
+}

@@ -174,6 +174,10 @@ func writeMarkdown(w io.Writer, rep *report) error {
 		"synfs --max-memory %s. %d rep(s), alternating systems; medians (peak RSS, S3 conns: max). MB = 10^6 B, MiB = 2^20 B. "+
 		"CPU s: the mount process (limits: this process; FUSE ceiling: its server side).\n\n",
 		rep.Synfs, rep.Host.CPUs, rep.Host.Kernel, rep.Host.Go, c.S3Latency, c.S3ConnMBps, c.RESTLatency, c.MaxMemory, c.Reps)
+	if f := rep.Host.FreshMemory; len(f) == 2 {
+		fmt.Fprintf(&b, "First writes to fresh memory cost %.2f CPU s/GiB at the start of the run and %.2f at its end: "+
+			"a mount pays that for each GiB it caches, the limits (which reuse their buffers) do not.\n\n", f[0], f[1])
+	}
 	for _, wr := range rep.Workloads {
 		fmt.Fprintf(&b, "### %s: %s\n\n", wr.Name, wr.Title)
 		if wr.Bound > 0 {

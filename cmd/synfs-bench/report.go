@@ -122,6 +122,9 @@ type hostInfo struct {
 	CPUs   int    `json:"cpus"`
 	Kernel string `json:"kernel"`
 	Go     string `json:"go"`
+	// FreshMemory is freshMemoryCost at the start and at the end of the
+	// run, in CPU seconds per GiB; empty where it could not be measured.
+	FreshMemory []float64 `json:"freshMemorySecondsPerGiB,omitempty"`
 }
 
 type report struct {
@@ -143,6 +146,7 @@ type reportInputs struct {
 	systems []string // installed and selected, in column order
 	notes   []string
 	synfs   string
+	fresh   []float64 // freshMemoryCost at start and end
 }
 
 func median(xs []float64) float64 {
@@ -236,7 +240,7 @@ func buildReport(cfg config, res *results, in reportInputs) *report {
 	defer res.mu.Unlock()
 	rep := &report{
 		Started: in.started, Finished: time.Now(), Config: cfg, Systems: in.systems, Notes: in.notes, Synfs: in.synfs,
-		Host: hostInfo{CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Go: runtime.Version()},
+		Host: hostInfo{CPUs: runtime.NumCPU(), Kernel: kernelRelease(), Go: runtime.Version(), FreshMemory: in.fresh},
 	}
 	specs := workloadSpecs(cfg.Sizes)
 	specOf := map[string]workloadSpec{}

@@ -166,13 +166,14 @@ func TestReportRowsAndRatios(t *testing.T) {
 }
 
 func TestMarkdown(t *testing.T) {
-	rep := buildReport(fakeConfig(), fakeResults(), reportInputs{systems: []string{"synfs", "rclone", "s3fs"}})
+	rep := buildReport(fakeConfig(), fakeResults(), reportInputs{systems: []string{"synfs", "rclone", "s3fs"}, fresh: []float64{0.55, 1.6}})
 	var b strings.Builder
 	if err := writeMarkdown(&b, rep); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"### seq1:", "× rclone", "*combined bound*", "### Acceptance (synfs)", "| FAIL ", "n/a (flag missing)"} {
+	for _, want := range []string{"### seq1:", "× rclone", "*combined bound*", "### Acceptance (synfs)", "| FAIL ", "n/a (flag missing)",
+		"fresh memory cost 0.55 CPU s/GiB at the start of the run and 1.60 at its end"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)
 		}
@@ -268,5 +269,17 @@ func TestUsageHasFlag(t *testing.T) {
 		if got := usageHasFlag(usage, name); got != want {
 			t.Errorf("usageHasFlag(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+func TestFreshMemoryCostIsMeasured(t *testing.T) {
+	s, err := freshMemoryCost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Touching 256 MiB takes some CPU everywhere; zero means the thread's
+	// CPU was not read, and minutes per GiB means a unit went wrong.
+	if s <= 0 || s > 60 {
+		t.Fatalf("fresh memory costs %v CPU s/GiB", s)
 	}
 }
