@@ -201,7 +201,7 @@ func TestFaultRatesFollowProbabilities(t *testing.T) {
 func fmt2(k fault, st int) string { return strconv.Itoa(int(k)) + "/" + strconv.Itoa(st) }
 
 func TestLatency(t *testing.T) {
-	const latency = 200 * time.Millisecond
+	const latency = 300 * time.Millisecond
 	tests := []struct {
 		name   string
 		h      http.Handler
@@ -213,7 +213,7 @@ func TestLatency(t *testing.T) {
 		{"a handler's own work counts toward the latency", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(latency)
 			w.Write([]byte("worked"))
-		}), "worked", 2*latency - 50*time.Millisecond},
+		}), "worked", 2*latency - 100*time.Millisecond},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
