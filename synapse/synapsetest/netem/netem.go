@@ -335,17 +335,7 @@ func (s *shapedWriter) awaitFirstByte() error {
 	}
 	wait := time.Until(s.firstByte)
 	s.firstByte = time.Time{}
-	if wait <= 0 {
-		return nil
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-s.ctx.Done():
-		return s.ctx.Err()
-	}
+	return s.sleep(wait)
 }
 
 // paceSlack is how far ahead of its schedule a body may run before pace
@@ -368,7 +358,15 @@ func (s *shapedWriter) pace(n int) error {
 	if wait <= paceSlack {
 		return nil
 	}
-	t := time.NewTimer(wait)
+	return s.sleep(wait)
+}
+
+// sleep waits d, or until the client is gone.
+func (s *shapedWriter) sleep(d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
