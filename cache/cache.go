@@ -42,9 +42,10 @@ import (
 
 // Defaults, for S3 at ~20 ms to first byte and ~50 MB/s per connection.
 // A 64 KiB block adds ~1 ms of transfer to a random read's 20 ms. 8 MiB
-// parts amortise the GET's latency. 24 GETs in flight carry ~1 GB/s, about
-// what the FUSE crossing takes; more only costs connections. A 256 MiB
-// window holds them with room for parts completed ahead of the reader.
+// parts amortise the GET's latency. 24 GETs in flight, across all readers,
+// carry ~1 GB/s, about what the FUSE crossing takes; more only costs
+// connections. A 256 MiB window holds them with room for parts completed
+// ahead of the reader.
 const (
 	DefaultMaxBytes      = 256 << 20
 	DefaultBlockSize     = 64 << 10
@@ -60,6 +61,10 @@ const (
 // window/(latency + part/bandwidth), so smaller parts get more from the
 // same memory.
 const windowParts = 32
+
+// minParallelShare keeps every sequential reader streaming when many share
+// MaxParallel: two GETs in flight hide one GET's latency behind the other.
+const minParallelShare = 2
 
 // rampDiv sets how parts grow along a sequential run: a part starting d
 // bytes into the run is about d/rampDiv long. Small first parts arrive
@@ -98,8 +103,11 @@ type Options struct {
 	// MaxWindow bounds one reader's window. It is also capped at half of
 	// MaxBytes shared among the readers that have a window.
 	MaxWindow int64
-	// MaxParallel bounds the prefetch GETs one reader has in flight: enough
-	// connections for the throughput the FUSE crossing can take, no more.
+	// MaxParallel bounds the prefetch GETs in flight across all readers:
+	// enough connections for the throughput the FUSE crossing can take, no
+	// more. Each of n sequential readers gets an equal share (at least
+	// minParallelShare), so four readers do not open four times the
+	// connections one reader needs and crowd the machine.
 	MaxParallel int
 
 	// Dir turns on the disk tier; DiskBytes bounds it (default 10 GiB).

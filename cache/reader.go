@@ -342,6 +342,13 @@ func (c *Cache) windowLimitLocked() int64 {
 	return max(lim, c.opts.BlockSize)
 }
 
+// parallelShareLocked is how many prefetch GETs one window may have in
+// flight: MaxParallel split among the windows. A window shrinks to its
+// share as its parts complete, and grows back when others close.
+func (c *Cache) parallelShareLocked() int {
+	return max(c.opts.MaxParallel/max(c.windows, 1), minParallelShare)
+}
+
 func (r *Reader) setWindowLocked(w int64) {
 	r.c.windowBytes += w - r.window
 	r.window = w
@@ -437,7 +444,7 @@ func (r *Reader) fillLocked(ctx context.Context, off int64) {
 		}
 		u := min(max(prevPow2((x-r.runStart)/rampDiv), minUnit), maxUnit)
 		d, end := c.diskSplitLocked(o, x, min(alignUp(x+1, u), ge))
-		if r.inflight >= c.opts.MaxParallel && d == nil || !c.reserveLocked(end-x, false) {
+		if r.inflight >= c.parallelShareLocked() && d == nil || !c.reserveLocked(end-x, false) {
 			break
 		}
 		// Room was made by evicting only: [x, end) is still free.

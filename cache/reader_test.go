@@ -97,6 +97,7 @@ type gatedObject struct {
 	upTo      int64 // fetches starting at or past this are not gated
 	release   chan struct{}
 	cancelled atomic.Int64
+	atGate    atomic.Int64 // fetches held at the gate now
 }
 
 func newGated(size int, limit, upTo int64) *gatedObject {
@@ -108,6 +109,8 @@ func newGated(size int, limit, upTo int64) *gatedObject {
 		if !gated {
 			return nil
 		}
+		g.atGate.Add(1)
+		defer g.atGate.Add(-1)
 		select {
 		case <-ch:
 			return nil
@@ -269,6 +272,54 @@ func TestWindowRefillsAsPartsComplete(t *testing.T) {
 	defer g.object.mu.Unlock()
 	if g.maxIn > 4 {
 		t.Errorf("%d fetches in flight at once, want at most 4", g.maxIn)
+	}
+}
+
+// Sequential readers share MaxParallel: a second window gets half, and the
+// first drops to half as its parts complete, so two readers hold no more
+// connections than one.
+func TestReadersShareMaxParallel(t *testing.T) {
+	const size = 2 << 20
+	opts := seqOpts()
+	opts.MaxParallel = 4
+	c := mustNew(t, opts)
+	g1, g2 := newGated(size, 64*testBS, size), newGated(size, 64*testBS, size)
+	inFlight := func() (int, int) {
+		t.Helper()
+		var n1, n2 int
+		waitFor(t, "loads in flight to be the gated fetches", func() bool {
+			var b1, b2 int64
+			n1, b1 = g1.inHook()
+			n2, b2 = g2.inHook()
+			return b1+b2 == c.Stats().InflightBytes
+		})
+		return n1, n2
+	}
+
+	r1 := c.Open(Object{Key: "one", Size: size}, g1.fetch)
+	defer r1.Close()
+	readRange(t, r1, g1.object, 0, 64*testBS, 4*testBS)
+	if n1, _ := inFlight(); n1 != 4 {
+		t.Fatalf("one reader: %d parts in flight, want MaxParallel 4", n1)
+	}
+
+	r2 := c.Open(Object{Key: "two", Size: size}, g2.fetch)
+	defer r2.Close()
+	readRange(t, r2, g2.object, 0, 64*testBS, 4*testBS)
+	if _, n2 := inFlight(); n2 != 2 {
+		t.Fatalf("second reader: %d parts in flight, want its share 2", n2)
+	}
+
+	// The first reader's parts complete and it refills up to the next gate,
+	// well inside its window: it may only keep its share in flight now.
+	g1.moveTo(96 * testBS)
+	waitFor(t, "the first window to refill up to the gate", func() bool {
+		n, _ := g1.inHook()
+		reached := slices.ContainsFunc(g1.fetched(), func(s span) bool { return s.end == 96*testBS })
+		return reached && int64(n) == g1.atGate.Load()
+	})
+	if n1, n2 := inFlight(); n1 != 2 || n2 != 2 {
+		t.Errorf("parts in flight: %d and %d, want 2 each", n1, n2)
 	}
 }
 
