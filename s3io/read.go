@@ -25,15 +25,26 @@ import (
 // (reset, truncation); ReadAt asks again for the missing bytes only, at
 // most Options.MaxAttempts times. Bytes go straight into p.
 func (s *Store) ReadAt(ctx context.Context, key string, p []byte, off int64, etag string) (int, error) {
+	return s.ReadvAt(ctx, key, [][]byte{p}, off, etag)
+}
+
+// ReadvAt is ReadAt into consecutive buffers: the bytes at off fill bufs
+// in order, with one GET, so a caller that keeps memory in fixed-size
+// pieces (the block cache) needs no copy.
+func (s *Store) ReadvAt(ctx context.Context, key string, bufs [][]byte, off int64, etag string) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("s3io: read s3://%s/%s: negative offset %d", s.Bucket(), key, off)
 	}
-	if len(p) == 0 {
+	total := 0
+	for _, b := range bufs {
+		total += len(b)
+	}
+	if total == 0 {
 		return 0, nil
 	}
 	n, failures := 0, 0
 	for {
-		r, err := s.fetch(ctx, key, p[n:], off+int64(n), etag)
+		r, err := s.fetch(ctx, key, skipBytes(bufs, n), total-n, off+int64(n), etag)
 		n += r.n
 		if etag == "" {
 			etag = r.etag
@@ -45,24 +56,39 @@ func (s *Store) ReadAt(ctx context.Context, key string, p []byte, off int64, eta
 				return n, err
 			}
 		case r.eof:
-			if n == len(p) {
+			if n == total {
 				return n, nil
 			}
 			return n, io.EOF
-		case n == len(p):
+		case n == total:
 			return n, nil
 		default:
 			// A complete but short answer, not at the end of the object:
 			// the server capped the range. Ask for the rest.
-			err = fmt.Errorf("s3io: GET s3://%s/%s: %d of %d bytes at %d: %w", s.Bucket(), key, n, len(p), off, io.ErrUnexpectedEOF)
+			err = fmt.Errorf("s3io: GET s3://%s/%s: %d of %d bytes at %d: %w", s.Bucket(), key, n, total, off, io.ErrUnexpectedEOF)
 		}
 		failures++
 		if failures >= s.maxAttempts {
 			return n, err
 		}
 		s.stats.resumes.Add(1)
-		s.log.Debug("s3io: resuming a broken read", "key", key, "off", off, "have", n, "want", len(p), "cause", err)
+		s.log.Debug("s3io: resuming a broken read", "key", key, "off", off, "have", n, "want", total, "cause", err)
 	}
+}
+
+// skipBytes returns bufs without their first n bytes.
+func skipBytes(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if n > 0 {
+		rest := make([][]byte, len(bufs))
+		copy(rest, bufs)
+		rest[0] = rest[0][n:]
+		return rest
+	}
+	return bufs
 }
 
 // bodyError marks a body that broke off: resumable, unlike a refused GET.
@@ -72,15 +98,16 @@ func (e *bodyError) Error() string { return e.err.Error() }
 func (e *bodyError) Unwrap() error { return e.err }
 
 type fetched struct {
-	n    int    // bytes copied into p
+	n    int    // bytes copied into the buffers
 	eof  bool   // the object ends at off+n
 	etag string // unquoted ETag of the answer
 }
 
-// fetch issues one GET for p's span at off and copies what arrives into p.
-func (s *Store) fetch(ctx context.Context, key string, p []byte, off int64, etag string) (fetched, error) {
+// fetch issues one GET for the n bytes at off and copies what arrives into
+// bufs, which hold at least n.
+func (s *Store) fetch(ctx context.Context, key string, bufs [][]byte, n int, off int64, etag string) (fetched, error) {
 	bucket := s.Bucket()
-	rng := "bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+int64(len(p))-1, 10)
+	rng := "bytes=" + strconv.FormatInt(off, 10) + "-" + strconv.FormatInt(off+int64(n)-1, 10)
 	in := &s3.GetObjectInput{Bucket: &bucket, Key: &key, Range: &rng}
 	if etag != "" {
 		in.IfMatch = aws.String(quoteETag(etag))
@@ -119,20 +146,36 @@ func (s *Store) fetch(ctx context.Context, key string, p []byte, off int64, etag
 			return got, &bodyError{fmt.Errorf("%s: skipping to %d: %w", what(), off, err)}
 		}
 	}
-	want := int64(len(p))
+	want := int64(n)
 	if size >= 0 {
 		want = max(min(want, size-off), 0)
 	}
 	if cl := aws.ToInt64(out.ContentLength); out.ContentRange != nil && cl >= 0 && cl < want {
 		want = cl
 	}
-	m, err := io.ReadFull(out.Body, p[:want])
+	m, err := readFull(out.Body, bufs, int(want))
 	s.stats.bytesRead.Add(int64(m))
 	got.n = m
 	if err != nil {
 		return got, &bodyError{fmt.Errorf("%s: body broke off after %d of %d bytes: %w", what(), m, want, err)}
 	}
 	got.eof = size >= 0 && off+int64(m) >= size
+	return got, nil
+}
+
+// readFull reads n bytes from r into bufs, in order.
+func readFull(r io.Reader, bufs [][]byte, n int) (int, error) {
+	got := 0
+	for _, b := range bufs {
+		if got == n {
+			break
+		}
+		k, err := io.ReadFull(r, b[:min(len(b), n-got)])
+		got += k
+		if err != nil {
+			return got, err
+		}
+	}
 	return got, nil
 }
 
