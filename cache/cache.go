@@ -22,9 +22,10 @@
 // only uses room that cold bytes can give up; a read that needs bytes always
 // gets room, waiting for loads in flight if it must.
 //
-// Extent memory is never written after it is published and never pooled, so
-// ReadSlices can hand it to the kernel without a copy; the GC frees it once
-// it is evicted and nobody holds it.
+// Extent memory comes from an arena of reusable chunks (see arena.go), not
+// the heap. It is never written after it is published, so Lend can hand it
+// to the kernel without a copy; a chunk is reused only once no load refers
+// to it, lent ones included.
 //
 // With Options.Dir, fetched bytes are also written behind to a disk tier
 // that outlives the process (see disk.go).
@@ -34,7 +35,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -71,12 +72,12 @@ const minParallelShare = 2
 // sooner, so the reader is not stalled behind a cold 8 MiB GET.
 const rampDiv = 16
 
-// Fetch reads length bytes at off of one object. It must return exactly
-// length bytes or an error. The cache keeps the returned slice and may hand
-// it to other readers, so fetch must not reuse it, and should not return a
-// slice of a much larger array (the budget counts len, not cap). Its ctx is
-// cancelled when a prefetch is no longer wanted.
-type Fetch func(ctx context.Context, off, length int64) ([]byte, error)
+// Fetch fills dst with the bytes of one object from off on: dst's slices
+// are consecutive spans of the object, to be filled in order, with one read
+// where the source allows. It returns an error unless it filled them all;
+// their contents are then ignored. It must not keep dst: the memory is the
+// cache's. Its ctx is cancelled when a prefetch is no longer wanted.
+type Fetch func(ctx context.Context, off int64, dst [][]byte) error
 
 // Object names immutable bytes. The same Key must always mean the same
 // bytes: nothing is ever invalidated.
@@ -129,8 +130,12 @@ type Stats struct {
 	FetchErrors     int64
 	Cancelled       int64 // prefetches cancelled because no one wanted them anymore
 
-	Evictions     int64 // extents dropped from memory to make room
-	CachedBytes   int64 // now: bytes held in memory
+	Evictions int64 // extents dropped from memory to make room
+	// HeapBytes were loaded into heap memory because the arena had no free
+	// chunk: ones lent to the kernel not yet back, or a read larger than
+	// the whole budget. Steady reading keeps it near 0.
+	HeapBytes     int64
+	CachedBytes   int64 // now: bytes held in memory, in whole blocks
 	InflightBytes int64 // now: bytes reserved for loads in flight
 	HeldBytes     int64 // now: cached bytes pinned by windows ahead of their readers
 	PeakBytes     int64 // highest CachedBytes+InflightBytes seen
@@ -158,6 +163,7 @@ type counters struct {
 	demandFetches, demandBytes          atomic.Int64
 	prefetchFetches, prefetchBytes      atomic.Int64
 	fetchErrors, cancelled, evictions   atomic.Int64
+	heapBytes                           atomic.Int64
 	diskHits, diskReadBytes, localOpens atomic.Int64
 	diskWrites, diskWrittenBytes        atomic.Int64
 	diskEvictions, diskErrors, md5Bad   atomic.Int64
@@ -167,6 +173,7 @@ type counters struct {
 // for concurrent use.
 type Cache struct {
 	opts Options
+	mem  *arena
 	disk *diskTier // nil without Options.Dir
 	st   counters
 
@@ -219,16 +226,23 @@ func newCache(opts Options, boot string) (*Cache, error) {
 	opts.PartSize = max(opts.PartSize, opts.BlockSize)
 	opts.MaxWindow = max(opts.MaxWindow, opts.InitialWindow)
 
-	c := &Cache{opts: opts, objects: map[objKey]*objState{}}
-	c.lru.init()
-	c.held.init()
+	var d *diskTier
 	if opts.Dir != "" {
-		d, err := openDisk(opts.Dir, opts.DiskBytes, boot)
-		if err != nil {
+		var err error
+		if d, err = openDisk(opts.Dir, opts.DiskBytes, boot); err != nil {
 			return nil, fmt.Errorf("cache: disk tier in %s: %w", opts.Dir, err)
 		}
-		c.disk = d
 	}
+	mem, err := newArena(opts.MaxBytes, opts.BlockSize)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{opts: opts, mem: mem, disk: d, objects: map[objKey]*objState{}}
+	c.lru.init()
+	c.held.init()
+	// Everything that can point into the arena (loads, lent slices) keeps
+	// the Cache reachable, so once it is not, the mapping can go.
+	runtime.AddCleanup(c, (*arena).unmap, mem)
 	return c, nil
 }
 
@@ -282,6 +296,7 @@ func (c *Cache) Stats() Stats {
 	s.DemandFetches, s.DemandBytes = t.demandFetches.Load(), t.demandBytes.Load()
 	s.PrefetchFetches, s.PrefetchBytes = t.prefetchFetches.Load(), t.prefetchBytes.Load()
 	s.FetchErrors, s.Cancelled, s.Evictions = t.fetchErrors.Load(), t.cancelled.Load(), t.evictions.Load()
+	s.HeapBytes = t.heapBytes.Load()
 	s.DiskHits, s.DiskReadBytes, s.LocalOpens = t.diskHits.Load(), t.diskReadBytes.Load(), t.localOpens.Load()
 	s.DiskWrites, s.DiskWrittenBytes = t.diskWrites.Load(), t.diskWrittenBytes.Load()
 	s.DiskEvictions, s.DiskErrors, s.MD5Mismatches = t.diskEvictions.Load(), t.diskErrors.Load(), t.md5Bad.Load()
@@ -330,14 +345,21 @@ const (
 // keep its bytes alive past the budget.
 type load struct {
 	off  int64
-	done chan struct{} // closed once data or err is set
-	data []byte
+	n    int64
+	done chan struct{} // closed once the data is filled in or err is set
+	data chunked       // read only after done, and only if err is nil
 	err  error
+	// refs counts who may still touch data: the extent while it is in its
+	// object's list, the fetch while it runs, and each read that acquired
+	// it until it releases it. At zero the chunks go back to the arena.
+	// Guarded by the Cache's mu.
+	refs int
 }
 
 type extent struct {
 	obj      *objState
 	off, end int64
+	charge   int64 // budget bytes it holds: its length in whole chunks
 	ld       *load // nil once dead
 	state    extState
 	prefetch bool               // started by a window
@@ -366,13 +388,13 @@ func (l *extList) pushFront(e *extent) {
 	l.root.next.prev = e
 	l.root.next = e
 	e.list = l
-	l.bytes += e.len()
+	l.bytes += e.charge
 }
 
 func (l *extList) remove(e *extent) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next, e.list = nil, nil, nil
-	l.bytes -= e.len()
+	l.bytes -= e.charge
 }
 
 func (l *extList) back() *extent {
@@ -451,7 +473,7 @@ func (c *Cache) dropLocked(e *extent) {
 	if e.list != nil {
 		e.list.remove(e)
 	}
-	c.resident -= e.len()
+	c.resident -= e.charge
 	if e.pins > 0 {
 		c.lost++
 	}
@@ -464,8 +486,33 @@ func (c *Cache) unlinkLocked(e *extent) {
 	if i := o.search(e.off); i < len(o.ext) && o.ext[i] == e {
 		o.ext = slices.Delete(o.ext, i, i+1)
 	}
+	if e.ld != nil {
+		c.releaseLocked(e.ld)
+	}
 	e.state, e.ld = dead, nil
 	c.forgetObjectLocked(o)
+}
+
+// chargeOf is the budget n bytes take: chunks are not shared, so a file's
+// last partial block costs a whole one.
+func (c *Cache) chargeOf(n int64) int64 { return alignUp(n, c.opts.BlockSize) }
+
+// releaseLocked drops one reference to ld's memory.
+func (c *Cache) releaseLocked(ld *load) {
+	ld.refs--
+	if ld.refs == 0 {
+		c.mem.putLocked(ld.data.bufs)
+		ld.data.bufs = nil
+	}
+}
+
+// releaseAll drops the references acquire took.
+func (c *Cache) releaseAll(lds []*load) {
+	c.mu.Lock()
+	for _, ld := range lds {
+		c.releaseLocked(ld)
+	}
+	c.mu.Unlock()
 }
 
 func (c *Cache) forgetObjectLocked(o *objState) {
@@ -496,7 +543,12 @@ func (c *Cache) signalRoomLocked() {
 // shared, so no one reader's cancellation may end it; prefetches get their
 // own cancel for when no one wants them.
 func (c *Cache) newExtentLocked(ctx context.Context, o *objState, i int, off, end int64, owner *Reader, d *diskEntry, fetch Fetch) *extent {
-	e := &extent{obj: o, off: off, end: end, prefetch: owner != nil, owner: owner, ld: &load{off: off, done: make(chan struct{})}}
+	n := end - off
+	bufs, heap := c.mem.getLocked(n)
+	c.st.heapBytes.Add(heap)
+	// Two references: the list's and the running load's.
+	ld := &load{off: off, n: n, done: make(chan struct{}), data: chunked{bufs, c.opts.BlockSize}, refs: 2}
+	e := &extent{obj: o, off: off, end: end, charge: c.chargeOf(n), prefetch: owner != nil, owner: owner, ld: ld}
 	o.ext = slices.Insert(o.ext, i, e)
 	lctx := context.WithoutCancel(ctx)
 	if owner != nil {
@@ -511,27 +563,28 @@ func (c *Cache) newExtentLocked(ctx context.Context, o *objState, i int, off, en
 }
 
 // cancelLocked abandons a prefetch no reader wants. Its bytes stay
-// reserved until its fetch returns: the buffer exists until then.
+// reserved until its fetch returns: the fetch writes into them until then.
 func (c *Cache) cancelLocked(e *extent) {
 	e.cancel()
 	c.unlinkLocked(e)
 	c.st.cancelled.Add(1)
 }
 
+// run fills ld. It owns ld's running reference, so its chunks are not
+// reused while it writes into them, even if the extent is cancelled.
 func (c *Cache) run(ctx context.Context, e *extent, ld *load, d *diskEntry, fetch Fetch) {
-	var b []byte
 	var err error
 	if d != nil {
-		b, err = c.readDisk(d, e.off, e.len())
+		err = c.readDisk(d, ld)
 	}
 	fetched := d == nil || err != nil
 	if fetched {
-		b, err = c.fetchExtent(ctx, e, fetch)
+		err = c.fetchExtent(ctx, e, ld, fetch)
 	}
-	c.finish(e, ld, b, err, fetched)
+	c.finish(e, ld, err, fetched)
 }
 
-func (c *Cache) fetchExtent(ctx context.Context, e *extent, fetch Fetch) ([]byte, error) {
+func (c *Cache) fetchExtent(ctx context.Context, e *extent, ld *load, fetch Fetch) error {
 	off, n := e.off, e.len()
 	c.st.fetches.Add(1)
 	if e.prefetch {
@@ -539,13 +592,9 @@ func (c *Cache) fetchExtent(ctx context.Context, e *extent, fetch Fetch) ([]byte
 	} else {
 		c.st.demandFetches.Add(1)
 	}
-	b, err := fetch(ctx, off, n)
-	if err == nil && int64(len(b)) != n {
-		err = fmt.Errorf("returned %d bytes: %w", len(b), io.ErrUnexpectedEOF)
-	}
-	if err != nil {
+	if err := fetch(ctx, off, ld.data.bufs); err != nil {
 		c.st.fetchErrors.Add(1)
-		return nil, fmt.Errorf("cache: fetch %q bytes %d-%d: %w", e.obj.id.key, off, off+n-1, err)
+		return fmt.Errorf("cache: fetch %q bytes %d-%d: %w", e.obj.id.key, off, off+n-1, err)
 	}
 	c.st.fetchedBytes.Add(n)
 	if e.prefetch {
@@ -553,7 +602,7 @@ func (c *Cache) fetchExtent(ctx context.Context, e *extent, fetch Fetch) ([]byte
 	} else {
 		c.st.demandBytes.Add(n)
 	}
-	return b, nil
+	return nil
 }
 
 var errCancelled = errors.New("cache: prefetch cancelled")
@@ -564,10 +613,11 @@ var errCancelled = errors.New("cache: prefetch cancelled")
 // refilled at once: waiting for the reader's next read would leave the slot
 // idle while the reader waits for an earlier part, and the GETs would come
 // in bursts instead of a steady pipeline.
-func (c *Cache) finish(e *extent, ld *load, b []byte, err error, fetched bool) {
+func (c *Cache) finish(e *extent, ld *load, err error, fetched bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.reserved -= e.len()
+	defer c.releaseLocked(ld)
+	c.reserved -= e.charge
 	owner := e.owner
 	if owner != nil {
 		owner.inflight--
@@ -587,12 +637,11 @@ func (c *Cache) finish(e *extent, ld *load, b []byte, err error, fetched bool) {
 		}
 		ld.err = err
 	} else {
-		ld.data = b
 		e.state = resident
-		c.resident += e.len()
-		if fetched && e.len() <= c.opts.MaxBytes && c.queueDiskWriteLocked(e) {
+		c.resident += e.charge
+		if fetched && e.charge <= c.opts.MaxBytes && c.queueDiskWriteLocked(e) {
 			e.diskPending = true
-			c.diskPending += e.len()
+			c.diskPending += e.charge
 		} else {
 			c.relistLocked(e)
 		}
@@ -614,5 +663,6 @@ func (c *Cache) reviveLocked(e *extent, ld *load) bool {
 	}
 	o.ext = slices.Insert(o.ext, i, e)
 	e.ld, e.state = ld, pending
+	ld.refs++ // the list's again
 	return true
 }

@@ -444,15 +444,15 @@ func (c *Cache) diskSplitLocked(o *objState, x, end int64) (*diskEntry, int64) {
 	return nil, end
 }
 
-// readDisk reads a span the index says d holds. On failure the entry is
-// dropped and the caller fetches instead.
-func (c *Cache) readDisk(d *diskEntry, off, n int64) ([]byte, error) {
+// readDisk fills ld with a span the index says d holds. On failure the
+// entry is dropped and the caller fetches instead.
+func (c *Cache) readDisk(d *diskEntry, ld *load) error {
 	t := c.disk
 	p := t.path(d.rel)
-	b := make([]byte, n)
+	off, n := ld.off, ld.n
 	f, err := os.Open(p)
 	if err == nil {
-		_, err = f.ReadAt(b, off)
+		err = ld.data.readFrom(f, off)
 		f.Close()
 	}
 	now := time.Now()
@@ -471,14 +471,14 @@ func (c *Cache) readDisk(d *diskEntry, off, n int64) ([]byte, error) {
 	}
 	c.mu.Unlock()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.st.diskHits.Add(1)
 	c.st.diskReadBytes.Add(n)
 	if touch {
 		_ = os.Chtimes(p, now, now)
 	}
-	return b, nil
+	return nil
 }
 
 func (c *Cache) diskFailedLocked(err error) {
@@ -676,9 +676,13 @@ func (c *Cache) runDiskJob(j diskJob) {
 	}
 	e := j.e
 	c.mu.Lock()
-	data := e.ld.data
+	// Queued extents are not evicted before they are written, but a
+	// reference keeps the bytes whatever else changes.
+	ld := e.ld
+	ld.refs++
 	d, victims, missing, need := c.prepareWriteLocked(e)
 	c.mu.Unlock()
+	defer c.releaseAll([]*load{ld})
 
 	var errs []error
 	for _, v := range victims {
@@ -688,7 +692,7 @@ func (c *Cache) runDiskJob(j diskJob) {
 	}
 	var err error
 	if need > 0 {
-		err = t.writeRanges(d, data, e.off, missing)
+		err = t.writeRanges(d, ld, missing)
 	}
 
 	c.mu.Lock()
@@ -700,7 +704,7 @@ func (c *Cache) runDiskJob(j diskJob) {
 		c.wroteLocked(d, missing, need, err)
 	}
 	e.diskPending = false
-	c.diskPending -= e.len()
+	c.diskPending -= e.charge
 	c.relistLocked(e)
 	c.evictLocked(0, true)
 	c.signalRoomLocked()
@@ -754,7 +758,7 @@ func (c *Cache) prepareWriteLocked(e *extent) (d *diskEntry, victims []*diskEntr
 	return d, victims, missing, need
 }
 
-func (t *diskTier) writeRanges(d *diskEntry, data []byte, off int64, missing []span) error {
+func (t *diskTier) writeRanges(d *diskEntry, ld *load, missing []span) error {
 	p := t.path(d.rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("cache: %w", err)
@@ -764,7 +768,7 @@ func (t *diskTier) writeRanges(d *diskEntry, data []byte, off int64, missing []s
 		return fmt.Errorf("cache: %w", err)
 	}
 	for _, m := range missing {
-		if _, err = f.WriteAt(data[m.start-off:m.end-off], m.start); err != nil {
+		if err = ld.data.writeTo(f, m.start-ld.off, m.end-ld.off, m.start); err != nil {
 			break
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"sync/atomic"
 )
 
 // Reader reads one object for one open file handle and watches its access
@@ -61,41 +62,63 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer r.c.releaseAll(lds)
 	p = p[:n]
 	for _, ld := range lds {
 		if ld.off <= off {
-			copy(p, ld.data[off-ld.off:])
+			ld.data.copyTo(p[:min(n, ld.off+ld.n-off)], off-ld.off)
 		} else {
-			copy(p[ld.off-off:], ld.data)
+			ld.data.copyTo(p[ld.off-off:min(n, ld.off+ld.n-off)], 0)
 		}
 	}
 	return int(n), eof
 }
 
-// ReadSlices is ReadAt without the copy: it appends to dst slices of cached
-// memory holding the n bytes at off (fewer and io.EOF at the end), for a
-// writev to the kernel (fuse.ReadResultVector, or ReadResultData when there
-// is one). The slices must not be written to; they stay valid
-// for as long as they are held, whatever the cache evicts.
-func (r *Reader) ReadSlices(ctx context.Context, dst [][]byte, off int64, n int) ([][]byte, error) {
+// Loan is cached memory lent to a caller: the bytes of one read, as
+// slices, for a writev to the kernel without a copy. The slices must not
+// be written to, and must not be used after Release, which lets the cache
+// reuse the memory. Release it exactly once.
+type Loan struct {
+	Slices   [][]byte
+	c        *Cache
+	lds      []*load
+	released atomic.Bool
+}
+
+// Len is the number of bytes lent.
+func (l *Loan) Len() int {
+	n := 0
+	for _, s := range l.Slices {
+		n += len(s)
+	}
+	return n
+}
+
+// Release hands the memory back. Later calls do nothing.
+func (l *Loan) Release() {
+	if l.c != nil && !l.released.Swap(true) {
+		l.c.releaseAll(l.lds)
+	}
+}
+
+// Lend is ReadAt without the copy: the n bytes at off (fewer and io.EOF at
+// the end) as slices of cached memory, held for the caller until it
+// releases the Loan, whatever the cache evicts meanwhile.
+func (r *Reader) Lend(ctx context.Context, off int64, n int) (*Loan, error) {
 	m, eof, err := r.clip(off, int64(n))
 	if m == 0 || err != nil {
-		return dst, err
+		return &Loan{}, err
 	}
-	var buf [8]*load
-	lds, err := r.acquire(ctx, off, off+m, buf[:0])
+	lds, err := r.acquire(ctx, off, off+m, nil)
 	if err != nil {
-		return dst, err
+		return &Loan{}, err
 	}
+	l := &Loan{c: r.c, lds: lds, Slices: make([][]byte, 0, m/r.c.opts.BlockSize+2)}
 	end := off + m
 	for _, ld := range lds {
-		lo := max(off, ld.off) - ld.off
-		hi := min(end, ld.off+int64(len(ld.data))) - ld.off
-		// Capacity cut at hi: an append by the caller cannot write into the
-		// cached array.
-		dst = append(dst, ld.data[lo:hi:hi])
+		l.Slices = ld.data.appendSlices(l.Slices, max(off, ld.off)-ld.off, min(end, ld.off+ld.n)-ld.off)
 	}
-	return dst, eof
+	return l, eof
 }
 
 // Window returns the bytes this reader keeps prefetched ahead of it; 0 when
@@ -141,7 +164,8 @@ func (r *Reader) clip(off, n int64) (m int64, eof, err error) {
 	return n, nil, nil
 }
 
-// acquire returns the loads covering [off, end), in order, all complete.
+// acquire returns the loads covering [off, end), in order, all complete,
+// each with a reference the caller must release (releaseAll).
 func (r *Reader) acquire(ctx context.Context, off, end int64, buf []*load) ([]*load, error) {
 	c := r.c
 	c.mu.Lock()
@@ -190,9 +214,11 @@ func (r *Reader) acquire(ctx context.Context, off, end int64, buf []*load) ([]*l
 		select {
 		case <-ld.done:
 		case <-ctx.Done():
+			c.releaseAll(lds)
 			return nil, ctx.Err()
 		}
 		if ld.err != nil {
+			c.releaseAll(lds)
 			return nil, ld.err
 		}
 	}
@@ -241,6 +267,7 @@ func (r *Reader) planLocked(ctx context.Context, off, end int64, buf []*load) (l
 		if e.state == pending {
 			e.demand, wait = true, true
 		}
+		e.ld.refs++
 		buf = append(buf, e.ld)
 	}
 	return buf, wait, true
@@ -254,7 +281,7 @@ func (r *Reader) gapBytesLocked(a, b, off, end int64) int64 {
 			return need
 		}
 		if gs < end && ge > off {
-			need += ge - gs
+			need += r.c.chargeOf(ge - gs)
 		}
 		x = ge
 	}
@@ -444,7 +471,7 @@ func (r *Reader) fillLocked(ctx context.Context, off int64) {
 		}
 		u := min(max(prevPow2((x-r.runStart)/rampDiv), minUnit), maxUnit)
 		d, end := c.diskSplitLocked(o, x, min(alignUp(x+1, u), ge))
-		if r.inflight >= c.parallelShareLocked() && d == nil || !c.reserveLocked(end-x, false) {
+		if r.inflight >= c.parallelShareLocked() && d == nil || !c.reserveLocked(c.chargeOf(end-x), false) {
 			break
 		}
 		// Room was made by evicting only: [x, end) is still free.

@@ -456,10 +456,11 @@ func TestMixedExtentSizes(t *testing.T) {
 				p := make([]byte, rd.n)
 				n, err := r.ReadAt(ctx, p, rd.off)
 				checkRead(t, o, p, rd.off, n, err, int(rd.n), nil)
-				sl, err := r.ReadSlices(ctx, nil, rd.off, int(rd.n))
-				if err != nil || !bytes.Equal(bytes.Join(sl, nil), o.data[rd.off:rd.off+rd.n]) {
-					t.Fatalf("ReadSlices(%d, %d): %v or wrong bytes", rd.off, rd.n, err)
+				l, err := r.Lend(ctx, rd.off, int(rd.n))
+				if err != nil || !bytes.Equal(bytes.Join(l.Slices, nil), o.data[rd.off:rd.off+rd.n]) {
+					t.Fatalf("Lend(%d, %d): %v or wrong bytes", rd.off, rd.n, err)
 				}
+				l.Release()
 			}
 		}
 	}
@@ -471,9 +472,9 @@ func TestMixedExtentSizes(t *testing.T) {
 	}
 }
 
-// ReadSlices hands out the cached memory itself: no copy, and capacity cut
-// so that an append cannot write into the cache.
-func TestReadSlicesAliasesTheCache(t *testing.T) {
+// Lend hands out the cached memory itself: no copy, and capacity cut so
+// that an append cannot write into the cache.
+func TestLendAliasesTheCache(t *testing.T) {
 	o := newObject(10*testBS + 10)
 	c := mustNew(t, Options{BlockSize: testBS})
 	r := c.Open(Object{Key: "k", Size: o.size()}, o.fetch)
@@ -488,20 +489,25 @@ func TestReadSlicesAliasesTheCache(t *testing.T) {
 		slices  int
 	}{
 		{"inside one block", 100, 200, 200, nil, 1},
-		{"across two fetched spans", testBS - 10, 20, 20, nil, 2}, // [0,1K) is cached by the first case
+		{"across two fetched spans", testBS - 10, 20, 20, nil, 2},                          // [0,1K) is cached by the first case
+		{"across chunks of one span", 4*testBS - 10, 2*testBS + 20, 2*testBS + 20, nil, 4}, // one fetch of [3K,7K)
 		{"past the end", 10*testBS + 5, 100, 5, io.EOF, 1},
 		{"at the end", 10*testBS + 10, 100, 0, io.EOF, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a, err := r.ReadSlices(ctx, nil, tt.off, tt.n)
+			la, err := r.Lend(ctx, tt.off, tt.n)
+			defer la.Release()
+			a := la.Slices
 			if err != tt.wantErr || len(a) != tt.slices {
-				t.Fatalf("ReadSlices = %d slices, %v; want %d, %v", len(a), err, tt.slices, tt.wantErr)
+				t.Fatalf("Lend = %d slices, %v; want %d, %v", len(a), err, tt.slices, tt.wantErr)
 			}
-			if got := bytes.Join(a, nil); len(got) != tt.wantN || !bytes.Equal(got, o.data[tt.off:tt.off+int64(tt.wantN)]) {
-				t.Fatalf("ReadSlices returned %d wrong bytes", len(got))
+			if got := bytes.Join(a, nil); len(got) != tt.wantN || la.Len() != tt.wantN || !bytes.Equal(got, o.data[tt.off:tt.off+int64(tt.wantN)]) {
+				t.Fatalf("Lend returned %d wrong bytes", len(got))
 			}
-			b, _ := r.ReadSlices(ctx, nil, tt.off, tt.n)
+			lb, _ := r.Lend(ctx, tt.off, tt.n)
+			defer lb.Release()
+			b := lb.Slices
 			for i := range a {
 				if &a[i][0] != &b[i][0] || cap(a[i]) != len(a[i]) {
 					t.Fatalf("slice %d: not the cached memory with its capacity cut", i)
@@ -620,8 +626,8 @@ func TestCloseReleasesTheWindow(t *testing.T) {
 	}
 }
 
-// A read served from memory allocates nothing, through either read form and
-// in either mode: it runs once per read(2) at GB/s.
+// A read served from memory allocates nothing in either mode, and a loan
+// only itself: they run once per read(2) at GB/s.
 func TestCachedReadDoesNotAllocate(t *testing.T) {
 	o := newObject(256 * testBS)
 	c := mustNew(t, seqOpts())
@@ -630,7 +636,6 @@ func TestCachedReadDoesNotAllocate(t *testing.T) {
 	defer r.Close()
 	readAll(t, r, o, 0, 4*testBS) // all cached; a window is open
 	p := make([]byte, 2*testBS)
-	dst := make([][]byte, 0, 4)
 	for _, mode := range []string{"sequential", "random"} {
 		var off int64
 		step := int64(len(p))
@@ -641,14 +646,21 @@ func TestCachedReadDoesNotAllocate(t *testing.T) {
 			if _, err := r.ReadAt(ctx, p, off); err != nil {
 				t.Fatal(err)
 			}
-			var err error
-			if dst, err = r.ReadSlices(ctx, dst[:0], off, len(p)); err != nil {
-				t.Fatal(err)
-			}
 			off = (off + step) % (o.size() - step)
 		})
 		if allocs != 0 {
 			t.Errorf("%s cached read allocates %.1f times, want 0", mode, allocs)
+		}
+		allocs = testing.AllocsPerRun(100, func() {
+			l, err := r.Lend(ctx, off, len(p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Release()
+			off = (off + step) % (o.size() - step)
+		})
+		if allocs > 3 {
+			t.Errorf("%s loan allocates %.1f times, want its Loan, slices and loads only", mode, allocs)
 		}
 	}
 	if st := c.Stats(); st.FetchedBytes != o.size() {
@@ -685,18 +697,18 @@ func BenchmarkReadHit(b *testing.B) {
 			off = (off + step) % (size - read)
 		}
 	})
-	b.Run("ReadSlices", func(b *testing.B) {
+	b.Run("Lend", func(b *testing.B) {
 		r := c.Open(Object{Key: "k", Size: size}, o.fetch)
 		defer r.Close()
-		dst := make([][]byte, 0, 4)
 		b.SetBytes(read)
 		b.ReportAllocs()
 		var off int64
 		for b.Loop() {
-			var err error
-			if dst, err = r.ReadSlices(ctx, dst[:0], off, read); err != nil {
+			l, err := r.Lend(ctx, off, read)
+			if err != nil {
 				b.Fatal(err)
 			}
+			l.Release()
 			off = (off + step) % (size - read)
 		}
 	})
@@ -731,16 +743,18 @@ func BenchmarkSequentialScan(b *testing.B) {
 		read = 128 << 10
 	)
 	src := newObject(size).data
-	fetch := func(_ context.Context, off, n int64) ([]byte, error) {
-		return bytes.Clone(src[off : off+n]), nil
+	fetch := func(_ context.Context, off int64, dst [][]byte) error {
+		for _, b := range dst {
+			off += int64(copy(b, src[off:]))
+		}
+		return nil
 	}
-	for _, form := range []string{"ReadAt", "ReadSlices"} {
+	for _, form := range []string{"ReadAt", "Lend"} {
 		b.Run(form, func(b *testing.B) {
 			b.SetBytes(size)
 			b.ReportAllocs()
 			var fetches int64
 			p := make([]byte, read)
-			dst := make([][]byte, 0, 4)
 			for b.Loop() {
 				c := mustNew(b, Options{MaxBytes: 512 << 20})
 				r := c.Open(Object{Key: "k", Size: size}, fetch)
@@ -749,7 +763,9 @@ func BenchmarkSequentialScan(b *testing.B) {
 					if form == "ReadAt" {
 						_, err = r.ReadAt(context.Background(), p, off)
 					} else {
-						dst, err = r.ReadSlices(context.Background(), dst[:0], off, read)
+						var l *Loan
+						l, err = r.Lend(context.Background(), off, read)
+						l.Release()
 					}
 					if err != nil && err != io.EOF {
 						b.Fatal(err)

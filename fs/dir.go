@@ -542,7 +542,9 @@ func (f *Filesystem) fetchAhead(h synapse.EntityHeader) {
 		defer cancel()
 		r := f.blocks.Open(cache.Object{Key: m.handleID, Size: m.size, MD5: m.md5}, f.fetcher(m))
 		defer r.Close()
-		if _, err := r.ReadAt(ctx, make([]byte, m.size), 0); err != nil && !errors.Is(err, io.EOF) {
+		loan, err := r.Lend(ctx, 0, int(m.size))
+		loan.Release()
+		if err != nil && !errors.Is(err, io.EOF) {
 			f.log.Debug("fetching a small file ahead", "entity", h.ID, "err", err)
 		}
 	}()

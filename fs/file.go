@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -244,21 +245,42 @@ func (n *fileNode) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 		// Whole on disk: the kernel splices from the local file.
 		return fuse.ReadResultFd(local.Fd(), off, int(min(int64(len(dest)), size-off))), 0
 	}
-	var spans [4][]byte
-	slices, err := reader.ReadSlices(ctx, spans[:0], off, len(dest))
+	loan, err := reader.Lend(ctx, off, len(dest))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, n.fsys.errno("read", n.entityID(), err)
 	}
-	if len(slices) == 1 {
-		// Straight from cached memory to the kernel, no copy.
-		return fuse.ReadResultData(slices[0]), 0
-	}
-	got := 0
-	for _, s := range slices {
-		got += copy(dest[got:], s)
-	}
-	return fuse.ReadResultData(dest[:got]), 0
+	return newLentResult(loan), 0
 }
+
+// lentResult answers a read with the cache's own memory: go-fuse writes
+// the slices to the kernel with one writev (its Slices path), then calls
+// Done, which lets the cache reuse them.
+type lentResult struct {
+	loan *cache.Loan
+	size int
+}
+
+func newLentResult(loan *cache.Loan) *lentResult {
+	r := &lentResult{loan: loan, size: loan.Len()}
+	// go-fuse skips Done when it drops a reply (an interrupted read on a
+	// dying connection); the memory must come back all the same.
+	runtime.AddCleanup(r, (*cache.Loan).Release, loan)
+	return r
+}
+
+func (r *lentResult) Size() int { return r.size }
+
+func (r *lentResult) Slices() ([][]byte, fuse.Status) { return r.loan.Slices, fuse.OK }
+
+func (r *lentResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:0]
+	for _, s := range r.loan.Slices {
+		buf = append(buf, s...)
+	}
+	return buf, fuse.OK
+}
+
+func (r *lentResult) Done() { r.loan.Release() }
 
 // readStaged reads a file being written from its spool file, so a writer
 // reads back what it wrote.
@@ -368,18 +390,22 @@ func (n *fileNode) truncate(ctx context.Context, fh gofs.FileHandle, size int64)
 	return n.commitStaged(ctx)
 }
 
-// fetcher reads one span of a file's object from S3 for the block cache.
-func (f *Filesystem) fetcher(m fileMeta) func(ctx context.Context, off, length int64) ([]byte, error) {
-	return func(ctx context.Context, off, length int64) ([]byte, error) {
-		buf := make([]byte, length)
-		got, err := f.store.ReadAt(ctx, m.key, buf, off, "")
-		if int64(got) == length {
-			return buf, nil
+// fetcher reads one span of a file's object from S3 into the block
+// cache's memory.
+func (f *Filesystem) fetcher(m fileMeta) cache.Fetch {
+	return func(ctx context.Context, off int64, dst [][]byte) error {
+		want := 0
+		for _, b := range dst {
+			want += len(b)
+		}
+		got, err := f.store.ReadvAt(ctx, m.key, dst, off, "")
+		if got == want {
+			return nil
 		}
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("reading %s at %d: %w", m.key, off, err)
+		return fmt.Errorf("reading %s at %d: %w", m.key, off, err)
 	}
 }
 

@@ -226,10 +226,11 @@ const freshMemoryProbe = 256 << 20
 
 // freshMemoryCost is the CPU seconds per GiB this machine spends the first
 // time a process writes to anonymous memory (page faults, zeroing; in some
-// VMs the host backing the page again). A mount that keeps what it reads
-// pays it for every byte it caches; the limits reuse their buffers and do
-// not. It varies with what ran before, so the report shows it at the start
-// and at the end of the run.
+// VMs the host backing the page again). A fresh mount pays it for the
+// memory its cache first takes, and every cold read through FUSE for the
+// page cache it fills; direct(N) reuses its buffers and does not. It
+// varies with what ran before, so the report shows it at the start and at
+// the end of the run.
 func freshMemoryCost() (float64, error) {
 	mem, err := syscall.Mmap(-1, 0, freshMemoryProbe, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {

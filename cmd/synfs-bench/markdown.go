@@ -176,7 +176,8 @@ func writeMarkdown(w io.Writer, rep *report) error {
 		rep.Synfs, rep.Host.CPUs, rep.Host.Kernel, rep.Host.Go, c.S3Latency, c.S3ConnMBps, c.RESTLatency, c.MaxMemory, c.Reps)
 	if f := rep.Host.FreshMemory; len(f) == 2 {
 		fmt.Fprintf(&b, "First writes to fresh memory cost %.2f CPU s/GiB at the start of the run and %.2f at its end: "+
-			"a mount pays that for each GiB it caches, the limits (which reuse their buffers) do not.\n\n", f[0], f[1])
+			"a fresh mount pays that for the memory its cache first takes, and every cold read through FUSE (the FUSE ceiling's too) "+
+			"for the page cache it fills; direct(N), which reuses its buffers, does not.\n\n", f[0], f[1])
 	}
 	for _, wr := range rep.Workloads {
 		fmt.Fprintf(&b, "### %s: %s\n\n", wr.Name, wr.Title)

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,10 +22,6 @@ import (
 	synfs "github.com/synfs/synfs/fs"
 	"github.com/synfs/synfs/synapse"
 )
-
-// memoryOverhead is what the mount needs beside the cache budget: the Go
-// runtime, FUSE request buffers, HTTP connections.
-const memoryOverhead = 48 << 20
 
 // readyFDEnv names the file descriptor on which a backgrounded mount tells
 // its parent "ok" or the reason it failed.
@@ -144,9 +139,6 @@ func serveMount(ctx context.Context, m *mountFlags, id, mountpoint string, stder
 		return code
 	}
 	log := m.logger(stderr)
-	// The cache keeps to --max-memory; without a limit the garbage
-	// collector would let the heap grow to twice what is live.
-	debug.SetMemoryLimit(int64(m.maxMemory) + memoryOverhead)
 	fsys, code, err := m.open(ctx, id, log)
 	if err != nil {
 		return fail(code, err)
