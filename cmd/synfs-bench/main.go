@@ -146,7 +146,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	)
 	fs.StringVar(&systems, "systems", strings.Join(allSystems, ","), "systems to measure, comma-separated")
 	fs.StringVar(&workloads, "workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated (see above)")
-	fs.IntVar(&cfg.Reps, "reps", 2, "repetitions of each workload per system (default 1 with --quick)")
+	// Three, so the median drops one outlier: a run's first rep on a VM
+	// that hands freed memory back to its host is often half as fast, and
+	// the median of two is their mean.
+	fs.IntVar(&cfg.Reps, "reps", 3, "repetitions of each workload per system (default 1 with --quick)")
 	fs.BoolVar(&cfg.Quick, "quick", false, "small data set (128 MiB big file) for a smoke run of a minute or two")
 	fs.StringVar(&cfg.MaxMemory, "max-memory", "1G", "synfs --max-memory; also the RSS criterion's budget")
 	fs.StringVar(&cfg.CacheSize, "cache-size", "4G", "synfs --cache-size for the remount workload")
