@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -382,24 +383,28 @@ func TestByteBudget(t *testing.T) {
 		wantEvictions int64
 		// Fetches when everything is then re-read block by block in order.
 		wantRefetches int
+		partSize      int64 // 0: 4 blocks
 	}{
 		// After block 9 the cache holds 6..9; block 10 pushes out 6. The
 		// re-read always evicts the block it needs next: LRU order.
 		// The 123-byte block 10 costs a whole block of memory.
-		{"whole blocks", 4 * testBS, true, 4 * testBS, 7, 11},
+		{"whole blocks", 4 * testBS, true, 4 * testBS, 7, 11, 0},
 		// 6..9 fill 4 KiB; the slack holds no whole block.
-		{"budget not a multiple of the block", 4*testBS + 500, true, 4 * testBS, 7, 11},
+		{"budget not a multiple of the block", 4*testBS + 500, true, 4 * testBS, 7, 11, 0},
 		// No block fits: each is returned, then dropped, and makes room
 		// for itself first.
-		{"budget smaller than a block", testBS / 2, true, 0, 11, 11},
+		{"budget smaller than a block", testBS / 2, true, 0, 11, 11, 0},
 		// At most 4 of the 11 KiB can stay.
-		{"one read larger than the budget", 4 * testBS, false, 4 * testBS, 1, 7},
+		{"one read larger than the budget", 4 * testBS, false, 4 * testBS, 1, 7, 0},
+		// Seven parts of 1500 bytes or less, each in two blocks of memory:
+		// the read reserves what its parts take, not what its bytes do.
+		{"parts not a multiple of the block", 16 * testBS, false, 14 * testBS, 0, 0, 1500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			o := newObject(size)
-			c := mustNew(t, Options{BlockSize: testBS, PartSize: 4 * testBS, MaxBytes: tt.maxBytes})
+			c := mustNew(t, Options{BlockSize: testBS, PartSize: cmp.Or(tt.partSize, 4*testBS), MaxBytes: tt.maxBytes})
 			readBlocks := func() {
 				t.Helper()
 				for off := int64(0); off < size; off += testBS {

@@ -281,21 +281,30 @@ func (r *Reader) gapBytesLocked(a, b, off, end int64) int64 {
 			return need
 		}
 		if gs < end && ge > off {
-			need += r.c.chargeOf(ge - gs)
+			// Each piece holds whole chunks, so the charge is the pieces'.
+			r.gapPiecesLocked(gs, ge, func(x, end int64, _ *diskEntry) { need += r.c.chargeOf(end - x) })
 		}
 		x = ge
 	}
 }
 
 // fillGapLocked starts demand loads for the free span [gs, ge), whose bytes
-// are reserved: one GET unless the span is longer than PartSize, so a large
-// read is fetched in parallel; split where the disk tier's ranges begin and
-// end.
+// are reserved.
 func (r *Reader) fillGapLocked(ctx context.Context, gs, ge int64) {
 	c, o := r.c, r.obj
-	for x := gs; x < ge; {
-		d, end := c.diskSplitLocked(o, x, min(x+c.opts.PartSize, ge))
+	r.gapPiecesLocked(gs, ge, func(x, end int64, d *diskEntry) {
 		c.newExtentLocked(ctx, o, o.search(x), x, end, nil, d, r.fetch)
+	})
+}
+
+// gapPiecesLocked cuts the free span [gs, ge) into the loads a demand read
+// makes of it: one GET unless the span is longer than PartSize, so a large
+// read is fetched in parallel; split where the disk tier's ranges begin and
+// end (d is the entry to read a piece from, nil to fetch it).
+func (r *Reader) gapPiecesLocked(gs, ge int64, each func(x, end int64, d *diskEntry)) {
+	for x := gs; x < ge; {
+		d, end := r.c.diskSplitLocked(r.obj, x, min(x+r.c.opts.PartSize, ge))
+		each(x, end, d)
 		x = end
 	}
 }
