@@ -394,18 +394,16 @@ func (n *fileNode) truncate(ctx context.Context, fh gofs.FileHandle, size int64)
 // cache's memory.
 func (f *Filesystem) fetcher(m fileMeta) cache.Fetch {
 	return func(ctx context.Context, off int64, dst [][]byte) error {
-		want := 0
-		for _, b := range dst {
-			want += len(b)
-		}
-		got, err := f.store.ReadvAt(ctx, m.key, dst, off, "")
-		if got == want {
-			return nil
-		}
-		if err == nil || errors.Is(err, io.EOF) {
+		// ReadvAt fills dst or says why not: io.EOF if the object ended
+		// first, which the cache, knowing its size, never asks past.
+		_, err := f.store.ReadvAt(ctx, m.key, dst, off, "")
+		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("reading %s at %d: %w", m.key, off, err)
+		if err != nil {
+			return fmt.Errorf("reading %s at %d: %w", m.key, off, err)
+		}
+		return nil
 	}
 }
 
