@@ -133,13 +133,10 @@ func (c chunked) readFrom(f *os.File, off int64) error {
 
 // writeTo writes the bytes [from, to) to f at off.
 func (c chunked) writeTo(f *os.File, from, to, off int64) error {
-	for i := from / c.unit; from < to; i++ {
-		b := c.bufs[i][from-i*c.unit:]
-		b = b[:min(int64(len(b)), to-from)]
+	for _, b := range c.appendSlices(nil, from, to) {
 		if _, err := f.WriteAt(b, off); err != nil {
 			return err
 		}
-		from += int64(len(b))
 		off += int64(len(b))
 	}
 	return nil
