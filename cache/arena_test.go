@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Reading many times the budget, sequentially and at random, reuses the
@@ -75,4 +80,88 @@ func TestLentMemoryIsNotReusedUntilReleased(t *testing.T) {
 	if st := c.Stats(); st.HeapBytes != heap {
 		t.Errorf("after Release: %d more bytes from the heap, want the returned chunk reused", st.HeapBytes-heap)
 	}
+}
+
+// The arena's memory is faulted in ahead of the chunks handed out, so the
+// fetches writing into them do not each take page faults, but only
+// prefaultAhead ahead: an idle mount does not hold its whole budget.
+func TestArenaFaultsInAheadOfUse(t *testing.T) {
+	const chunk = 1 << 20
+	probe, err := unix.Mmap(-1, 0, 1<<16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(probe)
+	if err := unix.Madvise(probe, unix.MADV_POPULATE_WRITE); err != nil {
+		t.Skipf("this kernel cannot populate memory ahead (%v): the arena leaves faults to the writes", err)
+	}
+	a, err := newArena(4*prefaultAhead, chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		chunks int64 // handed out in all, from the front
+	}{
+		{"first chunk", 1},
+		{"a window's worth", prefaultAhead / chunk},
+		{"nearly all", 3*prefaultAhead/chunk + 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a.getLocked(tc.chunks*chunk - a.reached.Load())
+			want := min(tc.chunks*chunk+prefaultAhead, int64(len(a.mem)))
+			var got int64
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if got = residentPrefix(t, a.mem); got >= want {
+					break
+				}
+			}
+			if got != want {
+				t.Errorf("after %d chunks handed out: mem[:%d MiB] resident, want mem[:%d MiB]", tc.chunks, got>>20, want>>20)
+			}
+			if beyond := residentBytes(t, a.mem[want:]); beyond != 0 {
+				t.Errorf("%d bytes beyond the prefault window are resident", beyond)
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { a.unmap(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("unmap did not return: the prefaulter was not stopped")
+	}
+}
+
+// residentPrefix is how long the run of resident pages at mem's start is.
+func residentPrefix(t *testing.T, mem []byte) int64 {
+	vec := mincore(t, mem)
+	page := int64(os.Getpagesize())
+	for i, v := range vec {
+		if v&1 == 0 {
+			return int64(i) * page
+		}
+	}
+	return int64(len(mem))
+}
+
+func residentBytes(t *testing.T, mem []byte) int64 {
+	var n int64
+	for _, v := range mincore(t, mem) {
+		n += int64(v & 1)
+	}
+	return n * int64(os.Getpagesize())
+}
+
+func mincore(t *testing.T, mem []byte) []byte {
+	t.Helper()
+	if len(mem) == 0 {
+		return nil
+	}
+	vec := make([]byte, (len(mem)+os.Getpagesize()-1)/os.Getpagesize())
+	// x/sys/unix has no Mincore for Linux.
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	return vec
 }
