@@ -200,14 +200,3 @@ func (c chunked) readFrom(f *os.File, off int64) error {
 	}
 	return nil
 }
-
-// writeTo writes the bytes [from, to) to f at off.
-func (c chunked) writeTo(f *os.File, from, to, off int64) error {
-	for _, b := range c.appendSlices(nil, from, to) {
-		if _, err := f.WriteAt(b, off); err != nil {
-			return err
-		}
-		off += int64(len(b))
-	}
-	return nil
-}

@@ -35,6 +35,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -763,22 +766,131 @@ func (t *diskTier) writeRanges(d *diskEntry, ld *load, missing []span) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600)
+	w, err := openDataWriter(p)
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
 	for _, m := range missing {
-		if err = ld.data.writeTo(f, m.start-ld.off, m.end-ld.off, m.start); err != nil {
+		if err = w.write(ld.data.appendSlices(nil, m.start-ld.off, m.end-ld.off), m.start); err != nil {
 			break
 		}
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := w.close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("cache: writing %s: %w", p, err)
 	}
 	return nil
+}
+
+// dataWriter writes fetched bytes into a data file, straight from the
+// arena to the disk (O_DIRECT) where the file system allows it and the
+// bytes are aligned for it, else through the page cache. Through the page
+// cache, every byte written costs a copy into memory that is newly taken
+// (on this project's VMs, backed afresh by the host), competing with the
+// reads for CPU: a cold 1 GiB read with --cache-dir ran at 270 to 880 MB/s
+// here that way, swinging with the VM's memory state, and at 680 to 800
+// MB/s with direct writes. And the page cache would hold a second copy of
+// what the block cache holds, dirty until written back, so the node's
+// other jobs could not reclaim it: --max-memory would not bound what a
+// mount takes.
+type dataWriter struct {
+	f      *os.File
+	direct *os.File // nil: direct writes are not possible here
+	// Alignment direct writes need, of memory and of file offset and length.
+	memAlign, offAlign uintptr
+}
+
+func openDataWriter(p string) (*dataWriter, error) {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	w := &dataWriter{f: f}
+	// The file system says what direct I/O needs, or (tmpfs, kernels
+	// before 6.1) that it offers none, or nothing.
+	var st unix.Statx_t
+	if unix.Statx(unix.AT_FDCWD, p, 0, unix.STATX_DIOALIGN, &st) != nil ||
+		st.Mask&unix.STATX_DIOALIGN == 0 || st.Dio_mem_align == 0 || st.Dio_offset_align == 0 {
+		return w, nil
+	}
+	if d, err := os.OpenFile(p, os.O_WRONLY|unix.O_DIRECT, 0); err == nil {
+		w.direct, w.memAlign, w.offAlign = d, uintptr(st.Dio_mem_align), uintptr(st.Dio_offset_align)
+	}
+	return w, nil
+}
+
+// write writes bufs one after another at off. Arena chunks are page
+// aligned, so all but a file's ragged end go direct, each run of them in
+// one pwritev: one chunk per write left the disk idle between chunks
+// (1 MiB writes one at a time ran at 330 MB/s here), and a read larger
+// than --max-memory waits for the writes.
+func (w *dataWriter) write(bufs [][]byte, off int64) error {
+	for len(bufs) > 0 {
+		n, end := 0, off
+		for n < len(bufs) && n < maxIovecs && w.aligned(bufs[n], end) {
+			end += int64(len(bufs[n]))
+			n++
+		}
+		if n == 0 {
+			if _, err := w.f.WriteAt(bufs[0], off); err != nil {
+				return err
+			}
+			off, bufs = off+int64(len(bufs[0])), bufs[1:]
+			continue
+		}
+		wrote, err := w.pwritev(bufs[:n], off)
+		if err != nil {
+			return err
+		}
+		if off+wrote < end {
+			// A short direct write: the rest goes through the page cache.
+			if _, err := w.f.WriteAt(slices.Concat(bufs[:n]...)[wrote:], off+wrote); err != nil {
+				return err
+			}
+		}
+		off, bufs = end, bufs[n:]
+	}
+	return nil
+}
+
+// maxIovecs is Linux's IOV_MAX.
+const maxIovecs = 1024
+
+func (w *dataWriter) aligned(b []byte, off int64) bool {
+	return w.direct != nil && uintptr(off)%w.offAlign == 0 && uintptr(len(b))%w.offAlign == 0 &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(b)))%w.memAlign == 0
+}
+
+func (w *dataWriter) pwritev(bufs [][]byte, off int64) (int64, error) {
+	rc, err := w.direct.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Pwritev(int(fd), bufs, off)
+			if werr != unix.EINTR {
+				return true
+			}
+		}
+	}); err != nil {
+		return 0, err
+	}
+	return int64(n), werr
+}
+
+func (w *dataWriter) close() error {
+	err := w.f.Close()
+	if w.direct != nil {
+		if derr := w.direct.Close(); err == nil {
+			err = derr
+		}
+	}
+	return err
 }
 
 func (c *Cache) wroteLocked(d *diskEntry, missing []span, need int64, err error) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const testBoot = "boot-1"
@@ -421,5 +423,46 @@ func rm(t *testing.T, p string) {
 	t.Helper()
 	if err := os.Remove(p); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Fetched bytes go from the block cache to the disk without a second copy
+// in the page cache, where the file system takes direct writes: only the
+// object's ragged end, too short for one, goes through it. (That the bytes
+// on disk are right, TestDiskSurvivesRestart shows.)
+func TestDiskWritesBypassPageCache(t *testing.T) {
+	dir := t.TempDir()
+	probe := filepath.Join(dir, "probe")
+	if err := os.WriteFile(probe, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, probe, 0, unix.STATX_DIOALIGN, &st); err != nil || st.Mask&unix.STATX_DIOALIGN == 0 || st.Dio_offset_align == 0 {
+		t.Skipf("%s takes no direct writes (statx: %v)", dir, err)
+	}
+	if testBS%int64(st.Dio_offset_align) != 0 {
+		t.Skipf("direct writes here need %d-byte alignment, more than the test's %d-byte blocks", st.Dio_offset_align, testBS)
+	}
+	o := newObject(100*testBS + 1)
+	obj := Object{Key: "7", Size: o.size()} // no MD5: verifying would read the file back in
+	c := newDiskCache(t, diskOpts(dir), testBoot)
+	readWhole(t, c, obj, o)
+	flush(t, c)
+	if st := c.Stats(); st.DiskWrittenBytes != o.size() {
+		t.Fatalf("test setup: %d bytes written to disk, want %d", st.DiskWrittenBytes, o.size())
+	}
+
+	f, err := os.Open(dataPath(dir, "7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(o.size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	if got, page := residentBytes(t, mem), int64(os.Getpagesize()); got > page {
+		t.Errorf("%d bytes of the data file are in the page cache after writing, want at most the last page", got)
 	}
 }
