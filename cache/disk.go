@@ -844,13 +844,17 @@ func (w *dataWriter) write(bufs [][]byte, off int64) error {
 		if err != nil {
 			return err
 		}
-		if off+wrote < end {
-			// A short direct write: the rest goes through the page cache.
-			if _, err := w.f.WriteAt(slices.Concat(bufs[:n]...)[wrote:], off+wrote); err != nil {
-				return err
+		// A short direct write: the rest goes through the page cache.
+		for _, b := range bufs[:n] {
+			if skip := min(wrote, int64(len(b))); skip < int64(len(b)) {
+				if _, err := w.f.WriteAt(b[skip:], off+skip); err != nil {
+					return err
+				}
 			}
+			wrote -= min(wrote, int64(len(b)))
+			off += int64(len(b))
 		}
-		off, bufs = end, bufs[n:]
+		bufs = bufs[n:]
 	}
 	return nil
 }
