@@ -833,25 +833,25 @@ func (w *dataWriter) write(bufs [][]byte, off int64) error {
 			end += int64(len(bufs[n]))
 			n++
 		}
-		if n == 0 {
-			if _, err := w.f.WriteAt(bufs[0], off); err != nil {
+		var wrote int64
+		if n > 0 {
+			var err error
+			if wrote, err = w.pwritev(bufs[:n], off); err != nil {
 				return err
 			}
-			off, bufs = off+int64(len(bufs[0])), bufs[1:]
-			continue
+		} else {
+			n = 1
 		}
-		wrote, err := w.pwritev(bufs[:n], off)
-		if err != nil {
-			return err
-		}
-		// A short direct write: the rest goes through the page cache.
+		// What pwritev did not take goes through the page cache: an
+		// unaligned buffer, or the rest of a short direct write.
 		for _, b := range bufs[:n] {
-			if skip := min(wrote, int64(len(b))); skip < int64(len(b)) {
+			skip := min(wrote, int64(len(b)))
+			if skip < int64(len(b)) {
 				if _, err := w.f.WriteAt(b[skip:], off+skip); err != nil {
 					return err
 				}
 			}
-			wrote -= min(wrote, int64(len(b)))
+			wrote -= skip
 			off += int64(len(b))
 		}
 		bufs = bufs[n:]
