@@ -428,9 +428,7 @@ func (f *Filesystem) fileMeta(ctx context.Context, h synapse.EntityHeader) (file
 				continue
 			}
 			m := fileMeta{version: h.VersionNumber, modified: h.ModifiedOn, handleID: fh.ID, key: fh.Key, size: fh.ContentSize, md5: fh.ContentMD5}
-			f.metaMu.Lock()
-			f.metas[h.ID] = m
-			f.metaMu.Unlock()
+			f.rememberMeta(h.ID, m)
 			return m, nil
 		}
 		return fileMeta{}, fmt.Errorf("%s has no data file handle", h.ID)
@@ -439,6 +437,17 @@ func (f *Filesystem) fileMeta(ctx context.Context, h synapse.EntityHeader) (file
 		return fileMeta{}, err
 	}
 	return v.(fileMeta), nil
+}
+
+// rememberMeta keeps a file's resolved metadata for this mount and, with a
+// cache directory, for the next.
+func (f *Filesystem) rememberMeta(id string, m fileMeta) {
+	f.metaMu.Lock()
+	f.metas[id] = m
+	f.metaMu.Unlock()
+	if f.metaLog != nil {
+		f.metaLog.record(id, m)
+	}
 }
 
 // prefetchFiles resolves the handles of a listing's files in the background,

@@ -59,7 +59,8 @@ type Options struct {
 	// MaxMemory bounds the memory cache and every prefetch window together.
 	MaxMemory int64
 	// CacheDir keeps read bytes on disk across mounts, content-addressed by
-	// file handle, at most CacheSize bytes; "" keeps them in memory only.
+	// file handle, at most CacheSize bytes, and the file metadata resolved
+	// (metalog.go); "" keeps both in memory only.
 	CacheDir  string
 	CacheSize int64
 
@@ -97,8 +98,9 @@ type Filesystem struct {
 	// ahead bounds small files fetched ahead of a reader walking a folder.
 	ahead chan struct{}
 
-	metaMu sync.Mutex
-	metas  map[string]fileMeta // by entity id
+	metaMu  sync.Mutex
+	metas   map[string]fileMeta // by entity id
+	metaLog *metaLog            // nil without a cache directory
 
 	// Writes (external read-write STS folders only).
 	dest    *synapse.UploadDestination
@@ -239,6 +241,11 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 		dest:     dest,
 	}
 	f.whyReadOnly = whyReadOnly
+	if opts.CacheDir != "" {
+		if f.metaLog, f.metas, err = openMetaLog(opts.CacheDir, id, f.log); err != nil {
+			return nil, setupErr(err, "cache directory %s: %v", opts.CacheDir, err)
+		}
+	}
 	f.tempIno.Store(tempInoBase)
 	if !f.readOnly {
 		dir := opts.SpoolDir
@@ -301,7 +308,11 @@ func (f *Filesystem) Close(ctx context.Context) error {
 		}
 		n.wmu.Unlock()
 	}
-	return f.blocks.Flush(ctx)
+	err := f.blocks.Flush(ctx)
+	if f.metaLog != nil {
+		err = errors.Join(err, f.metaLog.close())
+	}
+	return err
 }
 
 // notWritableOr is EROFS on a read-only mount and errno otherwise.

@@ -3,6 +3,7 @@ package fs_test
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -146,6 +147,66 @@ func TestDiskCacheAcrossMounts(t *testing.T) {
 	}
 	if r, _ := getObjects(srv); r != r0 {
 		t.Fatalf("the second mount made %d GETs; want all bytes from the disk cache", r-r0)
+	}
+}
+
+// TestMetadataAcrossMounts: with --cache-dir, a remount lists a folder
+// with sizes from what the last mount resolved, asking Synapse again only
+// for the file that changed in between.
+func TestMetadataAcrossMounts(t *testing.T) {
+	files := map[string]string{}
+	for i := range 12 {
+		files[fmt.Sprintf("f%02d.txt", i)] = strings.Repeat("x", 100*i+1)
+	}
+	o := mountOutbox(t, files)
+	cacheDir := t.TempDir()
+	const handleCalls = "GET /repo/v1/entity/{id}/filehandles"
+	lsl := func(dir string) map[string]int64 {
+		t.Helper()
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes := map[string]int64{}
+		for _, e := range ents {
+			fi, err := os.Lstat(filepath.Join(dir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes[e.Name()] = fi.Size()
+		}
+		return sizes
+	}
+	want := func() map[string]int64 {
+		sizes := map[string]int64{}
+		for name, content := range files {
+			sizes[name] = int64(len(content))
+		}
+		return sizes
+	}
+
+	first := mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{CacheDir: cacheDir, ReadOnly: true})
+	if got := lsl(first.dir); !maps.Equal(got, want()) {
+		t.Fatalf("first mount lists %v; want %v", got, want())
+	}
+	first.unmount()
+
+	// A new version, of another size, written while no cached mount runs.
+	files["f03.txt"] = "a new version, longer than the first\n"
+	if err := os.WriteFile(filepath.Join(o.dir, "f03.txt"), []byte(files["f03.txt"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	second := mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{CacheDir: cacheDir, ReadOnly: true})
+	before := o.srv.Stats().Synapse[handleCalls]
+	if got := lsl(second.dir); !maps.Equal(got, want()) {
+		t.Fatalf("second mount lists %v; want %v", got, want())
+	}
+	if b, err := os.ReadFile(filepath.Join(second.dir, "f03.txt")); err != nil || string(b) != files["f03.txt"] {
+		t.Fatalf("second mount reads %q, %v; want the new version", b, err)
+	}
+	if calls := o.srv.Stats().Synapse[handleCalls] - before; calls != 1 {
+		t.Fatalf("the second mount asked for %d files' handles; want 1, the changed file's", calls)
 	}
 }
 

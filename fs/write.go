@@ -332,9 +332,7 @@ func (f *Filesystem) commit(ctx context.Context, e *spool.Entry, st *staging) (c
 		return commitResult{}, err
 	}
 	m := fileMeta{version: ent.VersionNumber, modified: ent.ModifiedOn, handleID: h.ID, key: key, size: size, md5: sum}
-	f.metaMu.Lock()
-	f.metas[ent.ID] = m
-	f.metaMu.Unlock()
+	f.rememberMeta(ent.ID, m)
 	hdr := synapse.EntityHeader{ID: ent.ID, Name: ent.Name, Type: synapse.TypeFile, VersionNumber: ent.VersionNumber, ModifiedOn: ent.ModifiedOn, CreatedOn: ent.CreatedOn}
 	return commitResult{entity: ent, meta: m, header: hdr}, nil
 }

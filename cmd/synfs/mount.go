@@ -54,7 +54,7 @@ func (m *mountFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&m.metadataTTL, "metadata-ttl", time.Minute, "how long listings and attributes are trusted before asking Synapse again")
 	m.maxMemory = 512 << 20
 	fs.Var(&m.maxMemory, "max-memory", "memory budget of the block cache and prefetch windows together, e.g. 512M or 2G")
-	fs.StringVar(&m.cacheDir, "cache-dir", "", "keep read bytes in this `DIR` across mounts (content-addressed by file handle)")
+	fs.StringVar(&m.cacheDir, "cache-dir", "", "keep read bytes and file metadata in this `DIR` across mounts (bytes content-addressed by file handle)")
 	m.cacheSize = 10 << 30
 	fs.Var(&m.cacheSize, "cache-size", "size bound of --cache-dir, e.g. 50G")
 	fs.StringVar(&m.spoolDir, "spool-dir", "", "where written bytes wait until Synapse has them (default ~/.cache/synfs/spool)")
