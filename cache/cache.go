@@ -69,8 +69,10 @@ const minParallelShare = 2
 
 // rampDiv sets how parts grow along a sequential run: a part starting d
 // bytes into the run is about d/rampDiv long. Small first parts arrive
-// sooner, so the reader is not stalled behind a cold 8 MiB GET.
-const rampDiv = 16
+// sooner, so the reader is not stalled behind a cold 8 MiB GET; past that
+// start every small part costs a first-byte wait and a request's CPU, so
+// parts reach 8 MiB 32 MiB into the run.
+const rampDiv = 4
 
 // Fetch fills dst with the bytes of one object from off on: dst's slices
 // are consecutive spans of the object, to be filled in order, with one read

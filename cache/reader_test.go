@@ -170,12 +170,12 @@ func TestWindowGrowsIntoParallelParts(t *testing.T) {
 		wantAhead  int // fetches in flight, all past the limit
 	}{
 		// 4 reads of 4 KiB: window 4, 8, 16, 32 KiB from the last read at
-		// 12 KiB; parts of 4 KiB (InitialWindow) up to 44 KiB.
-		{16 * testBS, 32 * testBS, 7},
-		// 8 reads: capped at 256 KiB, up to 284 KiB: 4 KiB parts to 128
-		// KiB, then 8 KiB ones (PartSize) as the run gets long; the first
-		// three past 32 KiB were started, and let go, in the step before.
-		{32 * testBS, 256 * testBS, 24 + 20 - 3},
+		// 12 KiB, so up to 44 KiB: parts of 4 KiB (InitialWindow) to 32
+		// KiB, then of 8 KiB (PartSize) as the run gets long.
+		{16 * testBS, 32 * testBS, 4 + 2},
+		// 8 reads: capped at 256 KiB, up to 284 KiB: 8 KiB parts from 32
+		// KiB; the first two were started, and let go, in the step before.
+		{32 * testBS, 256 * testBS, 32 - 2},
 		// At full size the window keeps ~32 parts in flight.
 		{512 * testBS, 256 * testBS, 32},
 	}
