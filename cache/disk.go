@@ -8,8 +8,7 @@ package cache
 // name is the key when it is a plain token (file handle ids are digits),
 // else "=" + hex(sha256(key)). Only bytes and ranges are stored, never
 // anything about who read them or with which credentials. Anything in Dir
-// but two-character directories is not the tier's and is left alone: the
-// mount keeps its metadata log there.
+// but two-character directories is not the tier's and is left alone.
 //
 // Crash safety without fsync: a range enters the sidecar only after its
 // bytes were written, and the sidecar is replaced by rename and carries a

@@ -529,9 +529,7 @@ func (d *dirNode) opened(name string) {
 // fetchAhead reads a small file into the cache in the background, at most
 // smallFilesAhead at a time; opened queues each file once per listing.
 func (f *Filesystem) fetchAhead(h synapse.EntityHeader) {
-	f.metaMu.Lock()
-	m, ok := f.metas[h.ID]
-	f.metaMu.Unlock()
+	m, ok := f.knownMeta(h)
 	if !ok || m.size > smallFileMax || m.size == 0 {
 		return
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/synfs/synfs/cache"
+	"github.com/synfs/synfs/fs/metalog"
 	"github.com/synfs/synfs/synapse"
 )
 
@@ -411,13 +412,13 @@ func (f *Filesystem) fetcher(m fileMeta) cache.Fetch {
 // entity's version and modification time are unchanged. One Synapse call per
 // file: listings carry neither size nor handle.
 func (f *Filesystem) fileMeta(ctx context.Context, h synapse.EntityHeader) (fileMeta, error) {
-	f.metaMu.Lock()
-	m, ok := f.metas[h.ID]
-	f.metaMu.Unlock()
-	if ok && m.version == h.VersionNumber && m.modified.Equal(h.ModifiedOn) {
+	if m, ok := f.knownMeta(h); ok {
 		return m, nil
 	}
 	v, err, _ := f.handles.Do(h.ID, func() (any, error) {
+		if m, ok := f.knownMeta(h); ok {
+			return m, nil // resolved by a call that ended as this one began
+		}
 		// Shared by every waiter: not cancelled when the first one gives up.
 		handles, err := f.client.EntityFileHandles(context.WithoutCancel(ctx), h.ID)
 		if err != nil {
@@ -439,15 +440,30 @@ func (f *Filesystem) fileMeta(ctx context.Context, h synapse.EntityHeader) (file
 	return v.(fileMeta), nil
 }
 
+// knownMeta returns what is known of the file h lists, if it still holds:
+// the same version, modified at the same time. A listing without either
+// cannot vouch for anything.
+func (f *Filesystem) knownMeta(h synapse.EntityHeader) (fileMeta, bool) {
+	f.metaMu.Lock()
+	defer f.metaMu.Unlock()
+	m, ok := f.metas[h.ID]
+	ok = ok && h.VersionNumber > 0 && !h.ModifiedOn.IsZero() &&
+		m.version == h.VersionNumber && m.modified.Equal(h.ModifiedOn)
+	return m, ok
+}
+
 // rememberMeta keeps a file's resolved metadata for this mount and, with a
-// cache directory, for the next.
+// cache directory, for the next; under metaMu, so that the log's last line
+// for an entity is the map's.
 func (f *Filesystem) rememberMeta(id string, m fileMeta) {
 	f.metaMu.Lock()
+	defer f.metaMu.Unlock()
 	f.metas[id] = m
-	f.metaMu.Unlock()
-	if f.metaLog != nil {
-		f.metaLog.record(id, m)
-	}
+	f.metaLog.Record(id, metalog.Entry{Version: m.version, Modified: m.modified, HandleID: m.handleID, Key: m.key, Size: m.size, MD5: m.md5})
+}
+
+func metaOf(e metalog.Entry) fileMeta {
+	return fileMeta{version: e.Version, modified: e.Modified, handleID: e.HandleID, key: e.Key, size: e.Size, md5: e.MD5}
 }
 
 // prefetchFiles resolves the handles of a listing's files in the background,

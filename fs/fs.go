@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/synfs/synfs/cache"
+	"github.com/synfs/synfs/fs/metalog"
 	"github.com/synfs/synfs/fs/spool"
 	"github.com/synfs/synfs/s3io"
 	"github.com/synfs/synfs/synapse"
@@ -100,7 +101,7 @@ type Filesystem struct {
 
 	metaMu  sync.Mutex
 	metas   map[string]fileMeta // by entity id
-	metaLog *metaLog            // nil without a cache directory
+	metaLog *metalog.Log        // nil without a cache directory
 
 	// Writes (external read-write STS folders only).
 	dest    *synapse.UploadDestination
@@ -241,11 +242,6 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 		dest:     dest,
 	}
 	f.whyReadOnly = whyReadOnly
-	if opts.CacheDir != "" {
-		if f.metaLog, f.metas, err = openMetaLog(opts.CacheDir, id, f.log); err != nil {
-			return nil, setupErr(err, "cache directory %s: %v", opts.CacheDir, err)
-		}
-	}
 	f.tempIno.Store(tempInoBase)
 	if !f.readOnly {
 		dir := opts.SpoolDir
@@ -258,6 +254,13 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 		}
 		if f.spool, err = spool.Open(dir); err != nil {
 			return nil, setupErr(err, "spool directory %s: %v", dir, err)
+		}
+	}
+	if opts.CacheDir != "" {
+		var known map[string]metalog.Entry
+		f.metaLog, known = metalog.Open(filepath.Join(opts.CacheDir, "metadata"), id, f.log)
+		for id, e := range known {
+			f.metas[id] = metaOf(e)
 		}
 	}
 	f.root = newDirNode(f, id, ent.Name, ent.ModifiedOn)
@@ -308,11 +311,7 @@ func (f *Filesystem) Close(ctx context.Context) error {
 		}
 		n.wmu.Unlock()
 	}
-	err := f.blocks.Flush(ctx)
-	if f.metaLog != nil {
-		err = errors.Join(err, f.metaLog.close())
-	}
-	return err
+	return errors.Join(f.blocks.Flush(ctx), f.metaLog.Close())
 }
 
 // notWritableOr is EROFS on a read-only mount and errno otherwise.

@@ -151,8 +151,8 @@ func TestDiskCacheAcrossMounts(t *testing.T) {
 }
 
 // TestMetadataAcrossMounts: with --cache-dir, a remount lists a folder
-// with sizes from what the last mount resolved, asking Synapse again only
-// for the file that changed in between.
+// with the sizes earlier mounts resolved or wrote, asking Synapse again
+// only for a file that changed in between.
 func TestMetadataAcrossMounts(t *testing.T) {
 	files := map[string]string{}
 	for i := range 12 {
@@ -160,53 +160,66 @@ func TestMetadataAcrossMounts(t *testing.T) {
 	}
 	o := mountOutbox(t, files)
 	cacheDir := t.TempDir()
+	remount := func(readOnly bool) mounted {
+		return mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{CacheDir: cacheDir, ReadOnly: readOnly, SpoolDir: t.TempDir()})
+	}
 	const handleCalls = "GET /repo/v1/entity/{id}/filehandles"
-	lsl := func(dir string) map[string]int64 {
+	// lsl checks what `ls -l` shows and returns the handle calls it took.
+	lsl := func(m mounted) int64 {
 		t.Helper()
-		ents, err := os.ReadDir(dir)
+		before := o.srv.Stats().Synapse[handleCalls]
+		ents, err := os.ReadDir(m.dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sizes := map[string]int64{}
+		got, want := map[string]int64{}, map[string]int64{}
 		for _, e := range ents {
-			fi, err := os.Lstat(filepath.Join(dir, e.Name()))
+			fi, err := os.Lstat(filepath.Join(m.dir, e.Name()))
 			if err != nil {
 				t.Fatal(err)
 			}
-			sizes[e.Name()] = fi.Size()
+			got[e.Name()] = fi.Size()
 		}
-		return sizes
-	}
-	want := func() map[string]int64 {
-		sizes := map[string]int64{}
 		for name, content := range files {
-			sizes[name] = int64(len(content))
+			want[name] = int64(len(content))
 		}
-		return sizes
+		if !maps.Equal(got, want) {
+			t.Fatalf("ls -l shows %v; want %v", got, want)
+		}
+		return o.srv.Stats().Synapse[handleCalls] - before
 	}
 
-	first := mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{CacheDir: cacheDir, ReadOnly: true})
-	if got := lsl(first.dir); !maps.Equal(got, want()) {
-		t.Fatalf("first mount lists %v; want %v", got, want())
+	first := remount(true)
+	if calls := lsl(first); calls != int64(len(files)) {
+		t.Fatalf("the first mount asked for %d files' handles; want %d", calls, len(files))
 	}
 	first.unmount()
 
-	// A new version, of another size, written while no cached mount runs.
+	// A new version, of another size, written by a mount without the cache.
 	files["f03.txt"] = "a new version, longer than the first\n"
 	if err := os.WriteFile(filepath.Join(o.dir, "f03.txt"), []byte(files["f03.txt"]), 0o644); err != nil {
 		t.Fatal(err)
 	}
-
-	second := mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, synfs.Options{CacheDir: cacheDir, ReadOnly: true})
-	before := o.srv.Stats().Synapse[handleCalls]
-	if got := lsl(second.dir); !maps.Equal(got, want()) {
-		t.Fatalf("second mount lists %v; want %v", got, want())
+	second := remount(false)
+	if calls := lsl(second); calls != 1 {
+		t.Fatalf("the second mount asked for %d files' handles; want 1, the changed file's", calls)
 	}
 	if b, err := os.ReadFile(filepath.Join(second.dir, "f03.txt")); err != nil || string(b) != files["f03.txt"] {
 		t.Fatalf("second mount reads %q, %v; want the new version", b, err)
 	}
-	if calls := o.srv.Stats().Synapse[handleCalls] - before; calls != 1 {
-		t.Fatalf("the second mount asked for %d files' handles; want 1, the changed file's", calls)
+	// What a mount writes, it knows without asking.
+	files["f05.txt"] = "written through a cached mount\n"
+	if err := os.WriteFile(filepath.Join(second.dir, "f05.txt"), []byte(files["f05.txt"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	second.unmount()
+
+	third := remount(true)
+	if calls := lsl(third); calls != 0 {
+		t.Fatalf("the third mount asked for %d files' handles; want none", calls)
+	}
+	if b, err := os.ReadFile(filepath.Join(third.dir, "f05.txt")); err != nil || string(b) != files["f05.txt"] {
+		t.Fatalf("third mount reads %q, %v; want what the second wrote", b, err)
 	}
 }
 
