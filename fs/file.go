@@ -17,6 +17,7 @@ import (
 
 	"github.com/synfs/synfs/cache"
 	"github.com/synfs/synfs/fs/metalog"
+	"github.com/synfs/synfs/s3io"
 	"github.com/synfs/synfs/synapse"
 )
 
@@ -394,10 +395,11 @@ func (n *fileNode) truncate(ctx context.Context, fh gofs.FileHandle, size int64)
 // fetcher reads one span of a file's object from S3 into the block
 // cache's memory.
 func (f *Filesystem) fetcher(m fileMeta) cache.Fetch {
+	pin := f.pinFor(m.handleID)
 	return func(ctx context.Context, off int64, dst [][]byte) error {
 		// ReadvAt fills dst or says why not: io.EOF if the object ended
 		// first, which the cache, knowing its size, never asks past.
-		_, err := f.store.ReadvAt(ctx, m.key, dst, off, "")
+		_, err := f.store.ReadvAt(ctx, m.key, dst, off, pin)
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
@@ -406,6 +408,20 @@ func (f *Filesystem) fetcher(m fileMeta) cache.Fetch {
 		}
 		return nil
 	}
+}
+
+// pinFor returns the Pin all reads of a handle's object share in this
+// mount, whichever open or resolution they come through: the cache keeps
+// its bytes under the handle id, so they must all be of one version.
+func (f *Filesystem) pinFor(handleID string) *s3io.Pin {
+	f.metaMu.Lock()
+	defer f.metaMu.Unlock()
+	p := f.pins[handleID]
+	if p == nil {
+		p = new(s3io.Pin)
+		f.pins[handleID] = p
+	}
+	return p
 }
 
 // fileMeta resolves a file's handle, reusing what is known while the

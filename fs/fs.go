@@ -100,8 +100,9 @@ type Filesystem struct {
 	ahead chan struct{}
 
 	metaMu  sync.Mutex
-	metas   map[string]fileMeta // by entity id
-	metaLog *metalog.Log        // nil without a cache directory
+	metas   map[string]fileMeta  // by entity id
+	pins    map[string]*s3io.Pin // by file handle id
+	metaLog *metalog.Log         // nil without a cache directory
 
 	// Writes (external read-write STS folders only).
 	dest    *synapse.UploadDestination
@@ -237,6 +238,7 @@ func Open(ctx context.Context, opts Options) (*Filesystem, error) {
 		prefetch: make(chan struct{}, 8),
 		ahead:    make(chan struct{}, smallFilesAhead),
 		metas:    map[string]fileMeta{},
+		pins:     map[string]*s3io.Pin{},
 		failed:   map[*fileNode]struct{}{},
 		readOnly: whyReadOnly != "",
 		dest:     dest,

@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	synfs "github.com/synfs/synfs/fs"
+	"github.com/synfs/synfs/synapse"
 	"github.com/synfs/synfs/synapse/synapsetest"
 )
 
@@ -247,5 +249,40 @@ func TestKernelReadahead(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(b)); got != fmt.Sprint(synfs.ReadaheadKB) {
 		t.Fatalf("read_ahead_kb = %s, want %d", got, synfs.ReadaheadKB)
+	}
+}
+
+// TestOverwrittenBehindSynapseIsEIO: when the owner of an external bucket
+// overwrites an object in place, a file open across the change fails to
+// read instead of returning bytes of two versions.
+func TestOverwrittenBehindSynapseIsEIO(t *testing.T) {
+	const size = 16 << 20
+	old := randomBytes(size, 21)
+	o := mountOutbox(t, map[string]string{"big.bin": string(old)})
+	f, err := os.Open(filepath.Join(o.dir, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, 4096)
+	if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, old[:4096]) {
+		t.Fatalf("first read: %v", err)
+	}
+
+	e, _ := o.child(t, o.imp.FolderID, "big.bin")
+	res, err := o.client.BatchFileHandles(t.Context(), []synapse.FileHandleAssociation{{FileHandleID: e.DataFileHandleID, AssociateObjectID: e.ID}})
+	if err != nil || len(res) != 1 || res[0].FileHandle == nil {
+		t.Fatalf("handle of %s: %+v, %v", e.ID, res, err)
+	}
+	replaced := randomBytes(size, 22)
+	if err := o.srv.PutObject(t.Context(), res[0].FileHandle.BucketName, res[0].FileHandle.Key, replaced); err != nil {
+		t.Fatal(err)
+	}
+
+	tail := make([]byte, 4096)
+	n, err := f.ReadAt(tail, size-8192)
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a read past the change got %d bytes (old version: %v, new: %v), err %v; want EIO",
+			n, bytes.Equal(tail[:n], old[size-8192:][:n]), bytes.Equal(tail[:n], replaced[size-8192:][:n]), err)
 	}
 }

@@ -7,31 +7,68 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
+// A Pin keeps the reads of one object to one version of it. An external
+// bucket's owner can overwrite an object behind Synapse's back; reads
+// through one Pin then fail with ErrChanged instead of mixing the bytes of
+// two versions in one file. Its ETag is the first answer's, or the one it
+// was made with; it is safe for concurrent use.
+type Pin struct {
+	mu   sync.Mutex
+	etag string
+}
+
+// PinTo returns a Pin to the version with this ETag (as Head returns it;
+// not Synapse's MD5, which differs for multipart uploads).
+func PinTo(etag string) *Pin { return &Pin{etag: unquoteETag(etag)} }
+
+// ETag returns the pinned ETag, "" before the first answer.
+func (p *Pin) ETag() string {
+	if p == nil {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.etag
+}
+
+// settle pins etag if nothing is pinned yet, and returns what is pinned.
+func (p *Pin) settle(etag string) string {
+	if p == nil {
+		return etag
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.etag == "" {
+		p.etag = etag
+	}
+	return p.etag
+}
+
 // ReadAt fills p with the bytes of the object key at off, with one ranged
 // GET when nothing goes wrong. Like io.ReaderAt, it returns n < len(p) only
 // with an error, io.EOF (unwrapped) when the object ends first.
 //
-// A non-empty etag (as Head returns it; not Synapse's MD5, which differs
-// for multipart uploads) makes the GET conditional (If-Match), so the bytes
-// are that version's or the error wraps ErrChanged; an empty etag pins resumed
-// GETs to the ETag of the first answer, so one call never mixes versions.
+// The GET is conditional (If-Match) on pin's ETag once it has one, so the
+// bytes are that version's or the error wraps ErrChanged. A nil pin
+// still pins the GETs of this one call to its first answer's ETag.
 //
 // The SDK retries failed requests but not bodies that break off mid-read
 // (reset, truncation); ReadAt asks again for the missing bytes only, at
 // most Options.MaxAttempts times. Bytes go straight into p.
-func (s *Store) ReadAt(ctx context.Context, key string, p []byte, off int64, etag string) (int, error) {
-	return s.ReadvAt(ctx, key, [][]byte{p}, off, etag)
+func (s *Store) ReadAt(ctx context.Context, key string, p []byte, off int64, pin *Pin) (int, error) {
+	return s.ReadvAt(ctx, key, [][]byte{p}, off, pin)
 }
 
 // ReadvAt is ReadAt into consecutive buffers: the bytes at off fill bufs
 // in order, with one GET, so a caller that keeps memory in fixed-size
 // pieces (the block cache) needs no copy.
-func (s *Store) ReadvAt(ctx context.Context, key string, bufs [][]byte, off int64, etag string) (int, error) {
+func (s *Store) ReadvAt(ctx context.Context, key string, bufs [][]byte, off int64, pin *Pin) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("s3io: read s3://%s/%s: negative offset %d", s.Bucket(), key, off)
 	}
@@ -43,11 +80,16 @@ func (s *Store) ReadvAt(ctx context.Context, key string, bufs [][]byte, off int6
 		return 0, nil
 	}
 	n, failures := 0, 0
+	etag := pin.ETag()
 	for {
 		r, err := s.fetch(ctx, key, skipBytes(bufs, n), total-n, off+int64(n), etag)
 		n += r.n
-		if etag == "" {
-			etag = r.etag
+		if etag == "" && r.etag != "" {
+			// The first answer: another read may have pinned another
+			// version meanwhile, and these bytes are not that one's.
+			if etag = pin.settle(r.etag); etag != r.etag {
+				return n, fmt.Errorf("s3io: GET s3://%s/%s: %w: pinned ETag %s, got %s", s.Bucket(), key, ErrChanged, etag, r.etag)
+			}
 		}
 		switch {
 		case err != nil:

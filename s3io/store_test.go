@@ -172,7 +172,7 @@ func checkReadv(ctx context.Context, s *s3io.Store, key string, data []byte, off
 	var n int
 	var err error
 	if pieces == 1 {
-		n, err = s.ReadAt(ctx, key, p, off, "")
+		n, err = s.ReadAt(ctx, key, p, off, nil)
 	} else {
 		// Halves: 1/2, 1/4, ... and the rest.
 		var bufs [][]byte
@@ -181,7 +181,7 @@ func checkReadv(ctx context.Context, s *s3io.Store, key string, data []byte, off
 			bufs, rest = append(bufs, rest[:len(rest)/2]), rest[len(rest)/2:]
 		}
 		bufs = append(bufs, rest)
-		n, err = s.ReadvAt(ctx, key, bufs, off, "")
+		n, err = s.ReadvAt(ctx, key, bufs, off, nil)
 	}
 	end := min(off+int64(size), int64(len(data)))
 	wantN := int(max(end-off, 0))
@@ -243,7 +243,7 @@ func TestReadAt(t *testing.T) {
 			})
 		}
 	}
-	if _, err := s.ReadAt(t.Context(), f.keys["big.bin"], make([]byte, 1), -1, ""); err == nil {
+	if _, err := s.ReadAt(t.Context(), f.keys["big.bin"], make([]byte, 1), -1, nil); err == nil {
 		t.Error("negative offset: no error")
 	}
 }
@@ -265,10 +265,40 @@ func TestHeadAndETag(t *testing.T) {
 	}
 	for _, tag := range []string{etag, `"` + etag + `"`} {
 		p := make([]byte, 1000)
-		n, err := s.ReadAt(ctx, key, p, 5000, tag)
+		n, err := s.ReadAt(ctx, key, p, 5000, s3io.PinTo(tag))
 		if n != len(p) || err != nil || !bytes.Equal(p, data[5000:6000]) {
 			t.Errorf("ReadAt with If-Match %s = %d, %v (bytes equal: %v)", tag, n, err, bytes.Equal(p, data[5000:6000]))
 		}
+	}
+}
+
+// TestPinKeepsOneVersion: reads through one Pin keep to the version the
+// first one saw. An object overwritten in between (an external bucket's
+// owner can) fails them with ErrChanged rather than mixing two versions'
+// bytes; a new Pin reads the new version.
+func TestPinKeepsOneVersion(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, synapsetest.Options{}, true)
+	s := f.store(t, f.vendor(), nil)
+	ctx := t.Context()
+	key, data := f.keys["big.bin"], f.data["big.bin"]
+	pin := new(s3io.Pin)
+	p := make([]byte, 100)
+	if n, err := s.ReadAt(ctx, key, p, 0, pin); n != len(p) || err != nil || !bytes.Equal(p, data[:100]) {
+		t.Fatalf("first read: %d, %v", n, err)
+	}
+	if pin.ETag() == "" {
+		t.Fatal("the first answer pinned no ETag")
+	}
+	changed := bytes.Repeat([]byte("v2"), len(data)/2)
+	if err := f.srv.PutObject(ctx, f.imp.Bucket, key, changed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadAt(ctx, key, p, 1000, pin); !errors.Is(err, s3io.ErrChanged) {
+		t.Fatalf("read through the pin after an overwrite: %v; want ErrChanged", err)
+	}
+	if n, err := s.ReadAt(ctx, key, p, 1000, new(s3io.Pin)); n != len(p) || err != nil || !bytes.Equal(p, changed[1000:1100]) {
+		t.Fatalf("read through a new pin: %d, %v, new bytes: %v", n, err, bytes.Equal(p, changed[1000:1100]))
 	}
 }
 
@@ -306,7 +336,7 @@ func TestErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			n, err := s.ReadAt(t.Context(), tc.key, make([]byte, 100), 0, tc.etag)
+			n, err := s.ReadAt(t.Context(), tc.key, make([]byte, 100), 0, s3io.PinTo(tc.etag))
 			if n != 0 {
 				t.Errorf("ReadAt returned %d bytes", n)
 			}
