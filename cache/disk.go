@@ -17,6 +17,11 @@ package cache
 // boot it was written in: an entry from another boot is kept only if it is
 // whole and its MD5 verifies again; when in doubt, the entry is dropped.
 //
+// The sidecar also records the version (S3 ETag) its bytes are of, as the
+// caller gave it to SetVersion: an object in an external bucket can be
+// overwritten under the same key and file handle, and a partial copy must
+// then not be completed with the new version's bytes in a later process.
+//
 // Only the writer goroutine creates, writes and deletes files (startup
 // aside), so a key's old files are never deleted under a newer entry.
 
@@ -44,7 +49,9 @@ import (
 const (
 	sidecarSuffix = ".ranges"
 	tmpSuffix     = ".tmp"
-	sidecarMagic  = "SYNFSRG1"
+	// The version after the magic: an older tier's files fail to decode
+	// and are deleted at startup.
+	sidecarMagic = "SYNFSRG2"
 	// sidecarInterval bounds how often one entry's sidecar is rewritten:
 	// random reads add ranges hundreds of times a second. A crash loses at
 	// most this much range metadata, never correctness.
@@ -73,7 +80,11 @@ type diskTier struct {
 	verifying int
 	deleting  map[string]bool // keys whose files a queued job will delete
 	bad       map[string]bool // keys whose bytes failed their MD5: not stored again
-	err       error           // first error since the last Flush
+	// versions are what SetVersion said of keys: what this process
+	// stores of a key is recorded as of that version, and nothing of a
+	// key told "" (changed) is stored.
+	versions map[string]string
+	err      error // first error since the last Flush
 }
 
 type diskEntry struct {
@@ -81,6 +92,7 @@ type diskEntry struct {
 	rel     string // data file, relative to dir
 	size    int64
 	md5     string
+	version string // of the object the bytes are of; "" if never told
 	ranges  []span // sorted, merged
 	bytes   int64  // in ranges, plus writes in progress
 	lastUse time.Time
@@ -117,6 +129,7 @@ func openDisk(dir string, maxBytes int64, boot string) (*diskTier, error) {
 		dirty:     map[*diskEntry]struct{}{},
 		deleting:  map[string]bool{},
 		bad:       map[string]bool{},
+		versions:  map[string]string{},
 	}
 	if err := t.scan(); err != nil {
 		return nil, err
@@ -191,7 +204,7 @@ func (t *diskTier) loadEntry(sub, name string) *diskEntry {
 		return nil
 	}
 	d := &diskEntry{
-		key: sc.key, rel: rel, size: sc.size, md5: sc.md5, ranges: sc.ranges,
+		key: sc.key, rel: rel, size: sc.size, md5: sc.md5, version: sc.version, ranges: sc.ranges,
 		lastUse: fi.ModTime(), touched: fi.ModTime(), verified: sc.verified,
 	}
 	for _, r := range d.ranges {
@@ -260,18 +273,19 @@ func validName(s string) bool {
 }
 
 type sidecar struct {
-	key, md5, boot string
-	size           int64
-	verified       bool
-	ranges         []span
+	key, md5, version, boot string
+	size                    int64
+	verified                bool
+	ranges                  []span
 }
 
 func encodeSidecar(s sidecar) []byte {
-	b := make([]byte, 0, 64+len(s.key)+len(s.md5)+len(s.boot)+16*len(s.ranges))
+	b := make([]byte, 0, 64+len(s.key)+len(s.md5)+len(s.version)+len(s.boot)+16*len(s.ranges))
 	b = append(b, sidecarMagic...)
 	b = appendString(b, s.key)
 	b = binary.LittleEndian.AppendUint64(b, uint64(s.size))
 	b = appendString(b, s.md5)
+	b = appendString(b, s.version)
 	b = appendString(b, s.boot)
 	var flags byte
 	if s.verified {
@@ -308,6 +322,7 @@ func decodeSidecar(b []byte) (sidecar, error) {
 	s.key = d.str()
 	s.size = int64(d.u64())
 	s.md5 = d.str()
+	s.version = d.str()
 	s.boot = d.str()
 	flags := d.bytes(1)
 	n := int(d.u32())
@@ -412,7 +427,7 @@ func (c *Cache) diskEntryLocked(o *objState) *diskEntry {
 		o.disk = d
 	}
 	// An entry without the MD5 the caller knows is not trusted either: the
-	// writer replaces it.
+	// writer replaces it. (SetVersion drops one of another version.)
 	if d == nil || d.gone || d.size != o.id.size || o.md5 != "" && !strings.EqualFold(o.md5, d.md5) {
 		return nil
 	}
@@ -421,6 +436,48 @@ func (c *Cache) diskEntryLocked(o *objState) *diskEntry {
 		return nil
 	}
 	return d
+}
+
+// Version returns the version of key's object the cache holds bytes of:
+// the one last given to SetVersion, else the one its bytes on disk were
+// recorded with, else "". A caller that fetches key pins its fetches to it,
+// so that they complete those bytes rather than mix in another version's.
+func (c *Cache) Version(key string) string {
+	t := c.disk
+	if t == nil {
+		return ""
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, told := t.versions[key]; told {
+		return v
+	}
+	if d := t.entries[key]; d != nil {
+		return d.version
+	}
+	return ""
+}
+
+// SetVersion says that fetches of key return the bytes of this version of
+// its object from now on (its S3 ETag, as the caller pins it). Bytes on
+// disk of any other version are dropped. "" says the version the cache
+// holds is no longer the object's (a fetch found it changed): whatever is
+// on disk of key is dropped, and nothing is served from disk for it again
+// in this process.
+func (c *Cache) SetVersion(key, version string) {
+	t := c.disk
+	if t == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, told := t.versions[key]; told && v == version {
+		return
+	}
+	t.versions[key] = version
+	if d := t.entries[key]; d != nil && (version == "" || d.version != version) {
+		c.removeDiskLocked(d)
+	}
 }
 
 // diskSplitLocked cuts [x, end) where o's disk ranges begin or end: it
@@ -537,6 +594,14 @@ func (t *diskTier) evictLocked(need int64, keep *diskEntry) []*diskEntry {
 	return out
 }
 
+// refusesLocked says whether bytes of key are not to be stored now: they
+// failed their MD5, the key's files are being deleted, or the object
+// changed under bytes fetched before (SetVersion "").
+func (t *diskTier) refusesLocked(key string) bool {
+	v, told := t.versions[key]
+	return t.bad[key] || t.deleting[key] || told && v == ""
+}
+
 // queueDiskWriteLocked queues a fetched extent for the disk tier.
 func (c *Cache) queueDiskWriteLocked(e *extent) bool {
 	t := c.disk
@@ -545,7 +610,7 @@ func (c *Cache) queueDiskWriteLocked(e *extent) bool {
 	}
 	k := e.obj.id.key
 	// An object larger than the tier would only flush everything else out.
-	if t.bad[k] || t.deleting[k] || e.obj.id.size > t.max {
+	if t.refusesLocked(k) || e.obj.id.size > t.max {
 		return false
 	}
 	t.queue = append(t.queue, diskJob{e: e})
@@ -643,7 +708,7 @@ func (t *diskTier) dueLocked(now time.Time) ([]sidecarSnap, time.Duration) {
 		delete(t.dirty, d)
 		d.savedAt = now
 		due = append(due, sidecarSnap{d.rel, sidecar{
-			key: d.key, md5: d.md5, boot: t.boot, size: d.size,
+			key: d.key, md5: d.md5, version: d.version, boot: t.boot, size: d.size,
 			verified: d.verified, ranges: slices.Clone(d.ranges),
 		}})
 	}
@@ -721,7 +786,7 @@ func (c *Cache) prepareWriteLocked(e *extent) (d *diskEntry, victims []*diskEntr
 	t := c.disk
 	o := e.obj
 	k := o.id.key
-	if t.bad[k] || t.deleting[k] {
+	if t.refusesLocked(k) {
 		return nil, nil, nil, 0
 	}
 	d = t.entries[k]
@@ -737,7 +802,7 @@ func (c *Cache) prepareWriteLocked(e *extent) (d *diskEntry, victims []*diskEntr
 	created := d == nil
 	if created {
 		name := nameFor(k)
-		d = &diskEntry{key: k, rel: filepath.Join(subFor(name), name), size: o.id.size, md5: o.md5}
+		d = &diskEntry{key: k, rel: filepath.Join(subFor(name), name), size: o.id.size, md5: o.md5, version: t.versions[k]}
 	}
 	missing = subtract(d.ranges, e.off, e.end)
 	for _, m := range missing {

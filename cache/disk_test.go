@@ -466,3 +466,43 @@ func TestDiskWritesBypassPageCache(t *testing.T) {
 		t.Errorf("%d bytes of the data file are in the page cache after writing, want at most the last page", got)
 	}
 }
+
+// A disk copy records the version of the object its bytes are of: a later
+// process that fetches that version completes it; one that fetches another,
+// or is told the object changed, neither serves nor keeps it.
+func TestDiskKeepsOneVersion(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	ctx := context.Background()
+	obj := Object{Key: "789", Size: 100 * testBS}
+	steps := []struct {
+		wantVersion string // what a new process finds on disk
+		tell        string
+		wantFetches int  // for the range every process reads
+		wantOnDisk  bool // after it
+	}{
+		{wantVersion: "", tell: "v1", wantFetches: 1, wantOnDisk: true},
+		{wantVersion: "v1", tell: "v1", wantFetches: 0, wantOnDisk: true},
+		{wantVersion: "v1", tell: "v2", wantFetches: 1, wantOnDisk: true},
+		{wantVersion: "v2", tell: "", wantFetches: 1, wantOnDisk: false},
+		{wantVersion: "", tell: "v3", wantFetches: 1, wantOnDisk: true},
+	}
+	for i, s := range steps {
+		c := newDiskCache(t, diskOpts(dir), testBoot)
+		if got := c.Version(obj.Key); got != s.wantVersion {
+			t.Fatalf("process %d: Version = %q; want %q", i, got, s.wantVersion)
+		}
+		c.SetVersion(obj.Key, s.tell)
+		// The old version's files are gone before new bytes come, so
+		// that they are stored; else whether they are is a race.
+		flush(t, c)
+		o := newObject(int(obj.Size))
+		readCheck(t, c, ctx, obj.Key, o, 10*testBS, 100, 100, nil)
+		if got := o.totalCalls(); got != s.wantFetches {
+			t.Errorf("process %d, told %q: %d fetches; want %d", i, s.tell, got, s.wantFetches)
+		}
+		flush(t, c)
+		if onDisk := exists(dataPath(dir, obj.Key)); onDisk != s.wantOnDisk {
+			t.Errorf("process %d, told %q: on disk %v; want %v", i, s.tell, onDisk, s.wantOnDisk)
+		}
+	}
+}

@@ -400,7 +400,16 @@ func (f *Filesystem) fetcher(m fileMeta) cache.Fetch {
 		// ReadvAt fills dst or says why not: io.EOF if the object ended
 		// first, which the cache, knowing its size, never asks past.
 		_, err := f.store.ReadvAt(ctx, m.key, dst, off, pin)
-		if errors.Is(err, io.EOF) {
+		switch {
+		case err == nil && pin.ETag() != "":
+			// Before the cache writes these bytes to disk, which records
+			// them as of this version.
+			f.blocks.SetVersion(m.handleID, pin.ETag())
+		case errors.Is(err, s3io.ErrChanged):
+			// What is on disk is of the old version: a later mount starts
+			// afresh with the new one, not with EIO.
+			f.blocks.SetVersion(m.handleID, "")
+		case errors.Is(err, io.EOF):
 			err = io.ErrUnexpectedEOF
 		}
 		if err != nil {
@@ -412,13 +421,15 @@ func (f *Filesystem) fetcher(m fileMeta) cache.Fetch {
 
 // pinFor returns the Pin all reads of a handle's object share in this
 // mount, whichever open or resolution they come through: the cache keeps
-// its bytes under the handle id, so they must all be of one version.
+// its bytes under the handle id, so they must all be of one version. A
+// mount starts from the version the disk cache holds bytes of, so that
+// it completes them rather than mix in another version's.
 func (f *Filesystem) pinFor(handleID string) *s3io.Pin {
 	f.metaMu.Lock()
 	defer f.metaMu.Unlock()
 	p := f.pins[handleID]
 	if p == nil {
-		p = new(s3io.Pin)
+		p = s3io.PinTo(f.blocks.Version(handleID))
 		f.pins[handleID] = p
 	}
 	return p

@@ -61,7 +61,7 @@ type Options struct {
 	MaxMemory int64
 	// CacheDir keeps read bytes on disk across mounts, content-addressed by
 	// file handle, at most CacheSize bytes, and the file metadata resolved
-	// (metalog.go); "" keeps both in memory only.
+	// (package fs/metalog); "" keeps both in memory only.
 	CacheDir  string
 	CacheSize int64
 

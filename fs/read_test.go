@@ -252,37 +252,95 @@ func TestKernelReadahead(t *testing.T) {
 	}
 }
 
-// TestOverwrittenBehindSynapseIsEIO: when the owner of an external bucket
-// overwrites an object in place, a file open across the change fails to
-// read instead of returning bytes of two versions.
-func TestOverwrittenBehindSynapseIsEIO(t *testing.T) {
-	const size = 16 << 20
-	old := randomBytes(size, 21)
-	o := mountOutbox(t, map[string]string{"big.bin": string(old)})
-	f, err := os.Open(filepath.Join(o.dir, "big.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	head := make([]byte, 4096)
-	if _, err := f.ReadAt(head, 0); err != nil || !bytes.Equal(head, old[:4096]) {
-		t.Fatalf("first read: %v", err)
-	}
-
-	e, _ := o.child(t, o.imp.FolderID, "big.bin")
+// overwrite replaces a file's object in the external bucket in place, as
+// its owner can with the bucket's own keys, behind Synapse's back.
+func (o outbox) overwrite(t *testing.T, name string, data []byte) {
+	t.Helper()
+	e, _ := o.child(t, o.imp.FolderID, name)
 	res, err := o.client.BatchFileHandles(t.Context(), []synapse.FileHandleAssociation{{FileHandleID: e.DataFileHandleID, AssociateObjectID: e.ID}})
 	if err != nil || len(res) != 1 || res[0].FileHandle == nil {
 		t.Fatalf("handle of %s: %+v, %v", e.ID, res, err)
 	}
-	replaced := randomBytes(size, 22)
-	if err := o.srv.PutObject(t.Context(), res[0].FileHandle.BucketName, res[0].FileHandle.Key, replaced); err != nil {
+	if err := o.srv.PutObject(t.Context(), res[0].FileHandle.BucketName, res[0].FileHandle.Key, data); err != nil {
 		t.Fatal(err)
 	}
+}
 
-	tail := make([]byte, 4096)
-	n, err := f.ReadAt(tail, size-8192)
-	if !errors.Is(err, syscall.EIO) {
-		t.Fatalf("a read past the change got %d bytes (old version: %v, new: %v), err %v; want EIO",
-			n, bytes.Equal(tail[:n], old[size-8192:][:n]), bytes.Equal(tail[:n], replaced[size-8192:][:n]), err)
+// readAt reads len(want) bytes at off of an open file and says whether
+// they are want's; EIO is the one error expected.
+func readAt(t *testing.T, f *os.File, off int64, want []byte) (same bool, err error) {
+	t.Helper()
+	got := make([]byte, len(want))
+	n, err := f.ReadAt(got, off)
+	if err != nil && !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read at %d: %v", off, err)
+	}
+	return err == nil && n == len(want) && bytes.Equal(got, want), err
+}
+
+// openIn opens name in a mount, closed before the mount is unmounted even
+// when the test fails.
+func openIn(t *testing.T, m mounted, name string) *os.File {
+	t.Helper()
+	f, err := os.Open(filepath.Join(m.dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// The owner of an external bucket overwrites an object in place: a mount
+// that read some of the old version fails to read the rest (EIO) rather
+// than return bytes of two versions.
+const overSize, overTail = 16 << 20, 16<<20 - 8192
+
+// TestOverwrittenBehindSynapseIsEIO: within one mount.
+func TestOverwrittenBehindSynapseIsEIO(t *testing.T) {
+	old, replaced := randomBytes(overSize, 21), randomBytes(overSize, 22)
+	o := mountOutbox(t, map[string]string{"big.bin": string(old)})
+	f := openIn(t, o.mounted, "big.bin")
+	if same, err := readAt(t, f, 0, old[:4096]); !same {
+		t.Fatalf("the first read did not return the file's bytes: %v", err)
+	}
+	o.overwrite(t, "big.bin", replaced)
+	if _, err := readAt(t, f, overTail, old[overTail:overTail+4096]); err == nil {
+		t.Fatal("the mount read past the change; want EIO")
+	}
+}
+
+// TestOverwrittenBetweenMounts: with --cache-dir the old version's bytes
+// on disk count as read: the next mount serves them and fails on the rest;
+// it drops them, so the mount after reads the new version whole.
+func TestOverwrittenBetweenMounts(t *testing.T) {
+	old, replaced := randomBytes(overSize, 23), randomBytes(overSize, 24)
+	o := mountOutbox(t, map[string]string{"big.bin": string(old)})
+	opts := synfs.Options{CacheDir: t.TempDir(), ReadOnly: true}
+	first := mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, opts)
+	f := openIn(t, first, "big.bin")
+	if same, err := readAt(t, f, 0, old[:4096]); !same {
+		t.Fatalf("the first read did not return the file's bytes: %v", err)
+	}
+	f.Close()
+	first.unmount()
+	o.overwrite(t, "big.bin", replaced)
+
+	second := mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, opts)
+	f = openIn(t, second, "big.bin")
+	if same, err := readAt(t, f, 0, old[:4096]); !same {
+		t.Fatalf("the second mount does not serve the old head from disk: %v", err)
+	}
+	if _, err := readAt(t, f, overTail, old[overTail:overTail+4096]); err == nil {
+		t.Fatal("the second mount served the old head from disk, then read the tail; want EIO")
+	}
+	f.Close()
+	second.unmount()
+
+	third := mountFolder(t, o.srv, o.imp, o.srv.Owner.Token, opts)
+	f = openIn(t, third, "big.bin")
+	for _, off := range []int{0, overTail} {
+		if same, err := readAt(t, f, int64(off), replaced[off:off+4096]); !same {
+			t.Fatalf("the third mount at %d: not the new version's bytes: %v", off, err)
+		}
 	}
 }
