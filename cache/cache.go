@@ -1,5 +1,5 @@
-// Package cache serves byte ranges of immutable objects (Synapse file
-// handles) to the FUSE read path, and decides when and how much to fetch
+// Package cache serves byte ranges of objects that do not change (Synapse
+// file handles) to the FUSE read path, and decides when and how much to fetch
 // from S3.
 //
 // The cache never learns where bytes come from: each open file brings a
@@ -81,8 +81,9 @@ const rampDiv = 4
 // cache's. Its ctx is cancelled when a prefetch is no longer wanted.
 type Fetch func(ctx context.Context, off int64, dst [][]byte) error
 
-// Object names immutable bytes. The same Key must always mean the same
-// bytes: nothing is ever invalidated.
+// Object names bytes that do not change: the same Key always means the same
+// bytes, and nothing held in memory is invalidated. What a later process
+// finds on disk is kept to one version of them by Cache.SetVersion.
 type Object struct {
 	Key  string // file handle id
 	Size int64

@@ -21,6 +21,9 @@ package cache
 // caller gave it to SetVersion: an object in an external bucket can be
 // overwritten under the same key and file handle, and a partial copy must
 // then not be completed with the new version's bytes in a later process.
+// Once the caller finds the object changed, the entry is marked so: this
+// process goes on serving it (its reads are pinned to that version), and
+// the next one deletes it at startup and fetches the new version afresh.
 //
 // Only the writer goroutine creates, writes and deletes files (startup
 // aside), so a key's old files are never deleted under a newer entry.
@@ -100,6 +103,7 @@ type diskEntry struct {
 	savedAt time.Time // last sidecar write
 
 	verified   bool // whole, and the MD5 matched
+	changed    bool // the object is no longer of version: deleted at the next startup
 	needVerify bool // not to be served before an MD5 check
 	verifying  bool
 	busy       int // reads, writes, verification in progress: not evictable
@@ -193,7 +197,7 @@ func (t *diskTier) loadEntry(sub, name string) *diskEntry {
 		return nil
 	}
 	sc, err := decodeSidecar(b)
-	if err != nil || nameFor(sc.key) != name || subFor(name) != sub {
+	if err != nil || sc.changed || nameFor(sc.key) != name || subFor(name) != sub {
 		return nil
 	}
 	fi, err := os.Stat(t.path(rel))
@@ -275,9 +279,15 @@ func validName(s string) bool {
 type sidecar struct {
 	key, md5, version, boot string
 	size                    int64
-	verified                bool
+	verified, changed       bool
 	ranges                  []span
 }
+
+// The sidecar's flag bits.
+const (
+	flagVerified = 1 << iota
+	flagChanged
+)
 
 func encodeSidecar(s sidecar) []byte {
 	b := make([]byte, 0, 64+len(s.key)+len(s.md5)+len(s.version)+len(s.boot)+16*len(s.ranges))
@@ -289,7 +299,10 @@ func encodeSidecar(s sidecar) []byte {
 	b = appendString(b, s.boot)
 	var flags byte
 	if s.verified {
-		flags = 1
+		flags |= flagVerified
+	}
+	if s.changed {
+		flags |= flagChanged
 	}
 	b = append(b, flags)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.ranges)))
@@ -326,10 +339,10 @@ func decodeSidecar(b []byte) (sidecar, error) {
 	s.boot = d.str()
 	flags := d.bytes(1)
 	n := int(d.u32())
-	if d.bad || len(d.b) != 16*n || len(flags) != 1 || flags[0] > 1 || s.size < 0 || s.key == "" {
+	if d.bad || len(d.b) != 16*n || len(flags) != 1 || flags[0]&^(flagVerified|flagChanged) != 0 || s.size < 0 || s.key == "" {
 		return s, errBadSidecar
 	}
-	s.verified = flags[0] == 1
+	s.verified, s.changed = flags[0]&flagVerified != 0, flags[0]&flagChanged != 0
 	s.ranges = make([]span, n)
 	prev := int64(0)
 	for i := range s.ranges {
@@ -459,11 +472,15 @@ func (c *Cache) Version(key string) string {
 }
 
 // SetVersion says that fetches of key return the bytes of this version of
-// its object from now on (its S3 ETag, as the caller pins it). Bytes on
-// disk of any other version are dropped. "" says the version the cache
-// holds is no longer the object's (a fetch found it changed): whatever is
-// on disk of key is dropped, and nothing is served from disk for it again
-// in this process.
+// its object from now on (its S3 ETag, as the caller pins it); bytes on
+// disk of any other version are dropped.
+//
+// "" says the object is no longer of the version the cache holds bytes of
+// (a fetch found it changed), or that its version cannot be known. It
+// stands for the rest of the process, whatever is said after (a slow fetch
+// of the old version may finish after a quick one found the change): the
+// disk copy is still served here, as reads stay pinned to it, but nothing
+// more of key is stored, and the next process deletes the copy.
 func (c *Cache) SetVersion(key, version string) {
 	t := c.disk
 	if t == nil {
@@ -471,11 +488,18 @@ func (c *Cache) SetVersion(key, version string) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if v, told := t.versions[key]; told && v == version {
+	if v, told := t.versions[key]; told && (v == version || v == "") {
 		return
 	}
 	t.versions[key] = version
-	if d := t.entries[key]; d != nil && (version == "" || d.version != version) {
+	d := t.entries[key]
+	switch {
+	case d == nil:
+	case version == "":
+		d.changed = true
+		t.dirty[d] = struct{}{}
+		c.kickWriterLocked()
+	case d.version != version:
 		c.removeDiskLocked(d)
 	}
 }
@@ -595,8 +619,8 @@ func (t *diskTier) evictLocked(need int64, keep *diskEntry) []*diskEntry {
 }
 
 // refusesLocked says whether bytes of key are not to be stored now: they
-// failed their MD5, the key's files are being deleted, or the object
-// changed under bytes fetched before (SetVersion "").
+// failed their MD5, the key's files are being deleted, or the object's
+// version is not known (SetVersion "").
 func (t *diskTier) refusesLocked(key string) bool {
 	v, told := t.versions[key]
 	return t.bad[key] || t.deleting[key] || told && v == ""
@@ -709,7 +733,7 @@ func (t *diskTier) dueLocked(now time.Time) ([]sidecarSnap, time.Duration) {
 		d.savedAt = now
 		due = append(due, sidecarSnap{d.rel, sidecar{
 			key: d.key, md5: d.md5, version: d.version, boot: t.boot, size: d.size,
-			verified: d.verified, ranges: slices.Clone(d.ranges),
+			verified: d.verified, changed: d.changed, ranges: slices.Clone(d.ranges),
 		}})
 	}
 	return due, next

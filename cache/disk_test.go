@@ -468,32 +468,42 @@ func TestDiskWritesBypassPageCache(t *testing.T) {
 }
 
 // A disk copy records the version of the object its bytes are of: a later
-// process that fetches that version completes it; one that fetches another,
-// or is told the object changed, neither serves nor keeps it.
+// process that fetches that version completes it; one that fetches another
+// drops it; one that finds the object changed keeps serving it but no
+// longer adds to it, and the process after deletes it.
 func TestDiskKeepsOneVersion(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cache")
 	ctx := context.Background()
 	obj := Object{Key: "789", Size: 100 * testBS}
 	steps := []struct {
-		wantVersion string // what a new process finds on disk
-		tell        string
-		wantFetches int  // for the range every process reads
-		wantOnDisk  bool // after it
+		found       string   // the version a new process finds on disk
+		tell        []string // SetVersion calls, in order
+		wantFetches int      // for the range every process reads
 	}{
-		{wantVersion: "", tell: "v1", wantFetches: 1, wantOnDisk: true},
-		{wantVersion: "v1", tell: "v1", wantFetches: 0, wantOnDisk: true},
-		{wantVersion: "v1", tell: "v2", wantFetches: 1, wantOnDisk: true},
-		{wantVersion: "v2", tell: "", wantFetches: 1, wantOnDisk: false},
-		{wantVersion: "", tell: "v3", wantFetches: 1, wantOnDisk: true},
+		{found: "", tell: []string{"v1"}, wantFetches: 1},
+		{found: "v1", tell: []string{"v1"}, wantFetches: 0},
+		{found: "v1", tell: []string{"v2"}, wantFetches: 1},
+		// A fetch finds the change; a slower one of the old version ends
+		// after it and must not undo it.
+		{found: "v2", tell: []string{"", "v2"}, wantFetches: 0},
+		{found: "", tell: []string{"v3"}, wantFetches: 1},
+		{found: "v3", tell: nil, wantFetches: 0},
 	}
 	for i, s := range steps {
 		c := newDiskCache(t, diskOpts(dir), testBoot)
-		if got := c.Version(obj.Key); got != s.wantVersion {
-			t.Fatalf("process %d: Version = %q; want %q", i, got, s.wantVersion)
+		if got, onDisk := c.Version(obj.Key), exists(dataPath(dir, obj.Key)); got != s.found || onDisk != (s.found != "") {
+			t.Fatalf("process %d found version %q, data file %v; want %q", i, got, onDisk, s.found)
 		}
-		c.SetVersion(obj.Key, s.tell)
-		// The old version's files are gone before new bytes come, so
-		// that they are stored; else whether they are is a race.
+		for _, v := range s.tell {
+			c.SetVersion(obj.Key, v)
+		}
+		if len(s.tell) > 0 {
+			if got := c.Version(obj.Key); got != s.tell[0] {
+				t.Errorf("process %d: Version after SetVersion %q = %q; want %q", i, s.tell, got, s.tell[0])
+			}
+		}
+		// Another version's files are gone before new bytes come, so that
+		// they are stored; else whether they are is a race.
 		flush(t, c)
 		o := newObject(int(obj.Size))
 		readCheck(t, c, ctx, obj.Key, o, 10*testBS, 100, 100, nil)
@@ -501,8 +511,5 @@ func TestDiskKeepsOneVersion(t *testing.T) {
 			t.Errorf("process %d, told %q: %d fetches; want %d", i, s.tell, got, s.wantFetches)
 		}
 		flush(t, c)
-		if onDisk := exists(dataPath(dir, obj.Key)); onDisk != s.wantOnDisk {
-			t.Errorf("process %d, told %q: on disk %v; want %v", i, s.tell, onDisk, s.wantOnDisk)
-		}
 	}
 }

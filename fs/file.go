@@ -22,7 +22,9 @@ import (
 )
 
 // fileMeta is what reading a file needs: its current file handle. A handle's
-// bytes never change, so the handle id is the cache key.
+// bytes are not meant to change, so the handle id is the cache key; an
+// external bucket's owner can still overwrite its object, which the reads'
+// Pin (pinFor) turns into EIO rather than a file of two versions.
 type fileMeta struct {
 	version  int64
 	modified time.Time
@@ -401,12 +403,13 @@ func (f *Filesystem) fetcher(m fileMeta) cache.Fetch {
 		// first, which the cache, knowing its size, never asks past.
 		_, err := f.store.ReadvAt(ctx, m.key, dst, off, pin)
 		switch {
-		case err == nil && pin.ETag() != "":
+		case err == nil:
 			// Before the cache writes these bytes to disk, which records
-			// them as of this version.
+			// them as of this version. (An answer without an ETag, which
+			// S3 always sends, could not be pinned: "" keeps it off disk.)
 			f.blocks.SetVersion(m.handleID, pin.ETag())
 		case errors.Is(err, s3io.ErrChanged):
-			// What is on disk is of the old version: a later mount starts
+			// What is on disk is of the old version: the next mount starts
 			// afresh with the new one, not with EIO.
 			f.blocks.SetVersion(m.handleID, "")
 		case errors.Is(err, io.EOF):

@@ -307,6 +307,13 @@ func TestOverwrittenBehindSynapseIsEIO(t *testing.T) {
 	if _, err := readAt(t, f, overTail, old[overTail:overTail+4096]); err == nil {
 		t.Fatal("the mount read past the change; want EIO")
 	}
+	// The cache holds the old head under the file's handle for every
+	// open: a new one is pinned to the old version too.
+	f.Close()
+	f = openIn(t, o.mounted, "big.bin")
+	if _, err := readAt(t, f, overTail-(1<<20), old[overTail-(1<<20):][:4096]); err == nil {
+		t.Fatal("a new open read past the change; want EIO")
+	}
 }
 
 // TestOverwrittenBetweenMounts: with --cache-dir the old version's bytes

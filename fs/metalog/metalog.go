@@ -53,6 +53,10 @@ type record struct {
 // per folder. The least recently recorded entries go first.
 const MaxEntries = 100_000
 
+// maxLines bounds the file while a mount appends to it: a mount that
+// meets more files than that stops recording, and the next compacts.
+const maxLines = 2*MaxEntries + 1000
+
 // maxLine is the longest line read; a record is a few hundred bytes.
 const maxLine = 64 << 10
 
@@ -61,8 +65,9 @@ type Log struct {
 	path string
 	log  *slog.Logger
 
-	mu sync.Mutex
-	f  *os.File // nil once a write failed
+	mu    sync.Mutex
+	f     *os.File // nil once a write failed or the log is full
+	lines int      // in the file
 }
 
 // Open opens the log of the folder rootID in dir and returns the entries
@@ -86,12 +91,12 @@ func Open(dir, rootID string, log *slog.Logger) (*Log, map[string]Entry) {
 		}
 		order = order[len(order)-MaxEntries:]
 	}
-	if capped || lines > 2*len(order)+1000 {
+	if capped || lines > 2*len(order)+1000 || lines >= maxLines {
 		if err := l.compact(entries, order); err != nil {
 			l.warn("compacting it", err)
 			return nil, entries
 		}
-		torn = false
+		torn, lines = false, len(order)
 	}
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
@@ -106,7 +111,7 @@ func Open(dir, rootID string, log *slog.Logger) (*Log, map[string]Entry) {
 			return nil, entries
 		}
 	}
-	l.f = f
+	l.f, l.lines = f, lines
 	return l, entries
 }
 
@@ -200,11 +205,19 @@ func (l *Log) Record(id string, e Entry) {
 	if l.f == nil {
 		return
 	}
+	if l.lines >= maxLines {
+		l.log.Warn("metadata log: full; files met from now on are not kept for the next mount", "path", l.path, "lines", l.lines)
+		l.f.Close()
+		l.f = nil
+		return
+	}
 	if _, err := l.f.Write(b); err != nil {
 		l.warn("appending to it", err)
 		l.f.Close()
 		l.f = nil
+		return
 	}
+	l.lines++
 }
 
 // Close closes the file; later Records do nothing.

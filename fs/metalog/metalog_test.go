@@ -125,6 +125,28 @@ func TestCapped(t *testing.T) {
 	}
 }
 
+// TestFull: a mount that meets more files than a log may hold stops
+// recording rather than grow the file without bound.
+func TestFull(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := Open(dir, "syn9", slog.New(slog.DiscardHandler))
+	for i := range maxLines + 10 {
+		l.Record(fmt.Sprintf("syn%d", i), Entry{Version: 1, HandleID: "1", Size: int64(i)})
+	}
+	l.Close()
+	b, err := os.ReadFile(filepath.Join(dir, "syn9.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(b, []byte("\n")); n != maxLines {
+		t.Errorf("log has %d lines; want the %d it may hold", n, maxLines)
+	}
+	_, entries := Open(dir, "syn9", slog.New(slog.DiscardHandler))
+	if e, ok := entries[fmt.Sprintf("syn%d", maxLines-1)]; len(entries) != MaxEntries || !ok || e.Size != maxLines-1 {
+		t.Errorf("reopened with %d entries, the last recorded %+v (%v); want %d, syn%d", len(entries), e, ok, MaxEntries, maxLines-1)
+	}
+}
+
 // TestUnusableDirectory: a log that cannot be kept costs the next mount
 // its saving, never the mount itself.
 func TestUnusableDirectory(t *testing.T) {
