@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	synfs "github.com/synfs/synfs/fs"
-	"github.com/synfs/synfs/synapse"
 	"github.com/synfs/synfs/synapse/synapsetest"
 )
 
@@ -257,11 +256,8 @@ func TestKernelReadahead(t *testing.T) {
 func (o outbox) overwrite(t *testing.T, name string, data []byte) {
 	t.Helper()
 	e, _ := o.child(t, o.imp.FolderID, name)
-	res, err := o.client.BatchFileHandles(t.Context(), []synapse.FileHandleAssociation{{FileHandleID: e.DataFileHandleID, AssociateObjectID: e.ID}})
-	if err != nil || len(res) != 1 || res[0].FileHandle == nil {
-		t.Fatalf("handle of %s: %+v, %v", e.ID, res, err)
-	}
-	if err := o.srv.PutObject(t.Context(), res[0].FileHandle.BucketName, res[0].FileHandle.Key, data); err != nil {
+	h := o.handle(t, e)
+	if err := o.srv.PutObject(t.Context(), h.BucketName, h.Key, data); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -89,16 +89,23 @@ func (o outbox) child(t *testing.T, folder, name string) (*synapse.Entity, bool)
 	return e, true
 }
 
-// synapseBytes reads a file's current bytes straight from S3 with the admin
-// key, as any other Synapse client would get them.
-func (o outbox) synapseBytes(t *testing.T, e *synapse.Entity) []byte {
+// handle is the S3 file handle of an entity's current version, as Synapse
+// has it.
+func (o outbox) handle(t *testing.T, e *synapse.Entity) *synapse.S3FileHandle {
 	t.Helper()
 	// The batch call serves any version's handle, the current one included.
 	res, err := o.client.BatchFileHandles(t.Context(), []synapse.FileHandleAssociation{{FileHandleID: e.DataFileHandleID, AssociateObjectID: e.ID}})
 	if err != nil || len(res) != 1 || res[0].FileHandle == nil {
 		t.Fatalf("handle %s of %s: %+v, %v", e.DataFileHandleID, e.ID, res, err)
 	}
-	h := res[0].FileHandle
+	return res[0].FileHandle
+}
+
+// synapseBytes reads a file's current bytes straight from S3 with the admin
+// key, as any other Synapse client would get them.
+func (o outbox) synapseBytes(t *testing.T, e *synapse.Entity) []byte {
+	t.Helper()
+	h := o.handle(t, e)
 	b, err := o.srv.GetObject(t.Context(), h.BucketName, h.Key)
 	if err != nil {
 		t.Fatal(err)
